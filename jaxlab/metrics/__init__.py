@@ -1,0 +1,1 @@
+"""Metric writers (JSONL, TensorBoard) and console progress."""

@@ -1,0 +1,172 @@
+"""The keys every training config has, and the checks run on a config before anything starts.
+
+Experiment files in `configs/` start from `base_config()` and change what they need; the CLI then
+applies `--config.KEY=VALUE` overrides and calls `validate`, which fails with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import pathlib
+import re
+
+import ml_collections
+from ml_collections import config_dict
+
+MESH_AXES = ("data", "fsdp", "tensor")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+  """A config that cannot run; the message is one line naming the key and the valid choices."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults for every key the trainer reads; experiment configs override what they need."""
+  from jaxlab.data import default_dataset_config  # pylint: disable=import-outside-toplevel
+
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 128  # global, over all devices and hosts
+  c.total_steps = config_dict.placeholder(int)  # or derived from num_epochs
+  c.num_epochs = config_dict.placeholder(float)
+  c.log_every_steps = 50
+  c.eval_every_steps = 500
+  c.checkpoint_every_steps = 500
+  c.keep_checkpoints = 3
+  c.eval_batch_size = config_dict.placeholder(int)  # default: batch_size
+  c.grad_accum_steps = 1  # microbatches per optimizer update
+  c.compute_dtype = "float32"  # params stay float32; activations in this dtype
+
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.sharding = ml_collections.ConfigDict()
+  # Logical axis names on parameters -> mesh axes, applied where the dimension divides.
+  c.sharding.rules = (("conv_out", "tensor"), ("mlp", "tensor"))
+  # FSDP shards the largest divisible dimension of parameters with at least this many elements.
+  c.sharding.fsdp_min_size = 2**14
+
+  c.task = ml_collections.ConfigDict({"name": "classification", "label_smoothing": 0.0})
+  c.model = ml_collections.ConfigDict({"name": "small_cnn"})  # other keys go to the constructor
+  c.dataset = default_dataset_config()
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "sgd"
+  c.optim.lr = 0.1  # peak learning rate
+  c.optim.schedule = "cosine"
+  c.optim.warmup_steps = 0
+  c.optim.clip_grad_norm = config_dict.placeholder(float)
+  c.optim.hparams = ml_collections.ConfigDict({"momentum": 0.9, "weight_decay": 5e-4})
+  return c
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path/to/file.py[:arg]` the way `config_flags.DEFINE_config_file` does."""
+  path, _, arg = spec.partition(":")
+  file = pathlib.Path(path)
+  if not file.is_file():
+    raise ConfigError(f"config file '{path}' does not exist")
+  module_spec = importlib.util.spec_from_file_location(f"jaxlab_config_{file.stem}", file)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def check_override_keys(config: ml_collections.ConfigDict, argv: list[str]) -> None:
+  """Each `--config.a.b=v` must name an existing key; config_flags would print a traceback."""
+  for arg in argv:
+    match = re.match(r"--config\.([^=]+)", arg)
+    if not match:
+      continue
+    node, walked = config, []
+    for part in match.group(1).split("."):
+      if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
+        where = f"under '{'.'.join(walked)}'" if walked else "at the top level"
+        valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(none: a leaf value)"
+        raise ConfigError(f"unknown config key '{match.group(1)}'; valid keys {where}: {valid}")
+      node = node[part]
+      walked.append(part)
+
+
+def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
+  """Resolves -1 in `config.mesh` and checks the mesh covers exactly `num_devices`."""
+  sizes = [int(mesh_config[a]) for a in MESH_AXES]
+  if any(s == 0 or s < -1 for s in sizes):
+    raise ConfigError(f"mesh sizes must be positive or -1 (the rest), got "
+                      f"{dict(zip(MESH_AXES, sizes))}")
+  if sizes.count(-1) > 1:
+    raise ConfigError(f"at most one mesh axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+  fixed = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if num_devices % fixed:
+      raise ConfigError(f"mesh {dict(zip(MESH_AXES, sizes))} does not fit {num_devices} devices: "
+                        f"{fixed} does not divide {num_devices}")
+    sizes[sizes.index(-1)] = num_devices // fixed
+  if math.prod(sizes) != num_devices:
+    raise ConfigError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
+                      f"{num_devices} are available; use -1 on one axis to take the rest")
+  return tuple(sizes)
+
+
+def _check_name(key: str, name: str, valid: list[str]) -> None:
+  if name not in valid:
+    raise ConfigError(f"unknown {key} '{name}'; valid: {', '.join(valid)}")
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int, process_count: int = 1) -> None:
+  """Raises ConfigError (one line) for anything that would fail later, before any work starts."""
+  from jaxlab import data, models, optim, tasks  # pylint: disable=import-outside-toplevel
+
+  try:
+    models.check_kwargs(config.model.name, {k: v for k, v in config.model.items() if k != "name"})
+  except ValueError as e:
+    raise ConfigError(f"config.model: {e}") from None
+  _check_name("config.optim.name", config.optim.name, optim.available())
+  _check_name("config.optim.schedule", config.optim.schedule, optim.available_schedules())
+  _check_name("config.task.name", config.task.name, tasks.available())
+  _check_name("config.compute_dtype", config.compute_dtype, list(COMPUTE_DTYPES))
+  try:
+    data.check_dataset_name(config.dataset.name)
+  except ValueError as e:
+    raise ConfigError(f"config.dataset.name: {e}") from None
+
+  shape = mesh_shape(config.mesh, num_devices)
+  data_parallel = shape[0] * shape[1]
+  for key in ("batch_size", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+              "grad_accum_steps", "keep_checkpoints"):
+    if config[key] is None or config[key] <= 0:
+      raise ConfigError(f"config.{key} must be a positive integer, got {config[key]}")
+  batch = config.batch_size
+  if batch % (data_parallel * config.grad_accum_steps):
+    raise ConfigError(
+        f"config.batch_size={batch} must be divisible by mesh.data*mesh.fsdp*grad_accum_steps = "
+        f"{data_parallel}*{config.grad_accum_steps}")
+  if batch % process_count:
+    raise ConfigError(f"config.batch_size={batch} must be divisible by the {process_count} processes")
+  eval_batch = config.eval_batch_size or batch
+  if eval_batch <= 0 or eval_batch % data_parallel:
+    raise ConfigError(f"config.eval_batch_size={eval_batch} must be a positive multiple of "
+                      f"mesh.data*mesh.fsdp = {data_parallel}")
+  if config.total_steps is None and config.num_epochs is None:
+    raise ConfigError("set config.total_steps or config.num_epochs")
+  if config.total_steps is not None and config.total_steps <= 0:
+    raise ConfigError(f"config.total_steps must be positive, got {config.total_steps}")
+  if config.num_epochs is not None and config.num_epochs <= 0:
+    raise ConfigError(f"config.num_epochs must be positive, got {config.num_epochs}")
+  if config.optim.lr < 0:
+    raise ConfigError(f"config.optim.lr must be >= 0, got {config.optim.lr}")
+  try:
+    optim.check_hparams(config.optim.name, dict(config.optim.hparams))
+  except ValueError as e:
+    raise ConfigError(f"config.optim.hparams: {e}") from None
+  for rule in config.sharding.rules:
+    if len(rule) != 2 or rule[1] not in MESH_AXES:
+      raise ConfigError(f"config.sharding.rules entry {rule} must be (logical_name, mesh_axis) "
+                        f"with mesh_axis in {', '.join(MESH_AXES)}")
+
+
+def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> int:
+  """`total_steps` if set, else `num_epochs` over the train split at the global batch size."""
+  if config.total_steps is not None:
+    return int(config.total_steps)
+  return max(1, int(round(config.num_epochs * num_train_examples / config.batch_size)))

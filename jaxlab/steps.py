@@ -1,0 +1,75 @@
+"""Builders of the pure step functions: `train_step(state, batch) -> (state, metrics)` and
+`eval_step(state, batch) -> metric sums`. They close over static things only (task, graph,
+optimizer); everything that changes is an argument, so `jax.jit` can shard and donate it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxlab.state import ModelGraph, TrainState, step_rng
+from jaxlab.tasks.base import Batch, Task
+
+
+def _grads_and_metrics(task: Task, graph: ModelGraph, params, model_state, batch, rng):
+  """Gradients of the task loss for one (micro)batch, the metrics, and the updated model state."""
+
+  def loss_fn(params):
+    model = graph.merge(params, model_state, train=True, rng=jax.random.fold_in(rng, 1))
+    loss, metrics = task.loss(model, batch, jax.random.fold_in(rng, 0))
+    return loss, (metrics, graph.state_of(model)[1])
+
+  (_, (metrics, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  return grads, metrics, new_model_state
+
+
+def make_train_step(task: Task, graph: ModelGraph, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, grad_accum_steps: int = 1) -> Callable:
+  """One optimizer update over the global batch, split into `grad_accum_steps` microbatches."""
+
+  def train_step(state: TrainState, batch: Batch):
+    rng = step_rng(state)
+    if grad_accum_steps == 1:
+      grads, metrics, model_state = _grads_and_metrics(
+          task, graph, state.params, state.model_state, batch, rng)
+    else:
+      # Microbatch j takes rows j, j+k, j+2k, ...: every device keeps an equal share of each.
+      micro = jax.tree.map(
+          lambda x: x.reshape((x.shape[0] // grad_accum_steps, grad_accum_steps) + x.shape[1:])
+          .swapaxes(0, 1), batch)
+
+      def accumulate(carry, inputs):
+        grad_sum, model_state = carry
+        index, microbatch = inputs
+        grads, metrics, model_state = _grads_and_metrics(
+            task, graph, state.params, model_state, microbatch, jax.random.fold_in(rng, index))
+        return (jax.tree.map(jnp.add, grad_sum, grads), model_state), metrics
+
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (grad_sum, model_state), metrics = jax.lax.scan(
+          accumulate, (zeros, state.model_state), (jnp.arange(grad_accum_steps), micro))
+      grads = jax.tree.map(lambda g: g / grad_accum_steps, grad_sum)
+      metrics = jax.tree.map(lambda m: m.mean(0), metrics)
+
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {**metrics, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
+    new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
+                              opt_state=opt_state)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(task: Task, graph: ModelGraph) -> Callable:
+  """Per-batch metric sums in eval mode (running statistics, no dropout)."""
+
+  def eval_step(state: TrainState, batch: Batch):
+    model = graph.merge(state.params, state.model_state, train=False)
+    return task.evaluate(model, batch)
+
+  return eval_step

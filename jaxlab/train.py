@@ -1,0 +1,70 @@
+"""Command line: python -m jaxlab.train --config=configs/NAME.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
+
+Bad input (unknown key, bad value, a mesh that does not fit, an unknown name) ends with one line
+`error: ...` and exit status 2, before anything is compiled or written.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, path[:arg].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Call jax.distributed.initialize() (one process per host; TPU VMs and "
+    "SLURM are detected, otherwise set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).")
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl parsing, with config errors as one line instead of a traceback."""
+  from jaxlab import config as config_lib  # pylint: disable=import-outside-toplevel
+
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  try:
+    if spec is not None:
+      config_lib.check_override_keys(config_lib.load_config_file(spec), argv)
+    return flags.FLAGS(argv)
+  except config_lib.ConfigError as e:
+    _fail(str(e))
+  except flags.Error as e:
+    _fail(str(e).splitlines()[0])
+  return []
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _CONFIG.value is None or not _WORKDIR.value:
+    _fail("both --config=FILE.py[:ARG] and --workdir=DIR are required")
+
+  import jax  # pylint: disable=import-outside-toplevel
+  from jaxlab import config as config_lib  # pylint: disable=import-outside-toplevel
+  from jaxlab import trainer  # pylint: disable=import-outside-toplevel
+
+  if _MULTIHOST.value:
+    jax.distributed.initialize()
+  config = _CONFIG.value
+  try:
+    config_lib.validate(config, jax.device_count(), jax.process_count())
+  except config_lib.ConfigError as e:
+    _fail(str(e))
+  result = trainer.train_and_evaluate(config, _WORKDIR.value)
+
+  if jax.process_index() == 0:
+    split = config.dataset.eval_split
+    print(f"{split} accuracy: {result.get('eval/accuracy', float('nan')):.4f}")
+    print(f"{split} loss: {result.get('eval/loss', float('nan')):.4f}")
+    print(f"checkpoints: {_WORKDIR.value}/checkpoints")
+    print(f"tensorboard: {_WORKDIR.value}/tensorboard  (tensorboard --logdir {_WORKDIR.value})")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

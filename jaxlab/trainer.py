@@ -1,0 +1,184 @@
+"""The training loop, top to bottom: mesh → data → model → state → steps → loop (log, eval, checkpoint).
+
+It does not know what is learned: the task (`jaxlab.tasks`) supplies the model, the loss and the
+eval metrics. Call `train_and_evaluate(config, workdir)` with a validated config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import signal
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from jaxlab import config as config_lib
+from jaxlab import data, optim, sharding, steps, tasks
+from jaxlab.checkpoint import Checkpointer
+from jaxlab.metrics.progress import Progress
+from jaxlab.metrics.writers import MetricWriter
+from jaxlab.state import ModelGraph, TrainState
+
+# Fault injection for the resume test: the process SIGKILLs itself before this step.
+_KILL_AT_STEP_ENV = "JAXLAB_SIGKILL_AT_STEP"
+
+
+def to_global(batch: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
+  """Per-process numpy batch -> global jax.Arrays split over the batch axes of the mesh."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()}
+
+
+def _mean_scalars(history: list[dict]) -> dict[str, float]:
+  history = jax.device_get(history)
+  return {k: float(np.mean([h[k] for h in history])) for k in history[0]}
+
+
+def compile_steps(setup: Setup, grad_accum_steps: int = 1):
+  """The jitted train and eval steps with explicit shardings; the train state is donated."""
+  replicated = sharding.replicated(setup.mesh)
+  train_step = jax.jit(
+      steps.make_train_step(setup.task, setup.graph, setup.tx, setup.schedule, grad_accum_steps),
+      in_shardings=(setup.state_sharding, setup.batch_sharding),
+      out_shardings=(setup.state_sharding, replicated), donate_argnums=0)
+  eval_step = jax.jit(steps.make_eval_step(setup.task, setup.graph),
+                      in_shardings=(setup.state_sharding, setup.batch_sharding), out_shardings=replicated)
+  return train_step, eval_step
+
+
+def evaluate(eval_step, state, config, batch_sharding) -> dict[str, float]:
+  """One pass over the eval split; sums from every batch, divided by the number of examples."""
+  local_batch = (config.eval_batch_size or config.batch_size) // jax.process_count()
+  totals = None
+  for batch in data.eval_batches(config.dataset, local_batch_size=local_batch):
+    sums = eval_step(state, to_global(batch, batch_sharding))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = max(float(totals.pop("count")), 1.0)
+  return {f"eval/{k}": float(v) / count for k, v in totals.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Everything static about a run, built without allocating the model or compiling anything."""
+  mesh: jax.sharding.Mesh
+  batch_sharding: jax.sharding.NamedSharding
+  info: data.DatasetInfo
+  total_steps: int
+  task: tasks.Task
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  graph: ModelGraph
+  init_state: Callable[[], TrainState]
+  abstract_state: TrainState  # jax.ShapeDtypeStruct leaves carrying their target shardings
+  state_sharding: TrainState
+
+
+def build(config: ml_collections.ConfigDict) -> Setup:
+  """Mesh, data description, task, optimizer and the sharded abstract state of a config."""
+  # ---- Mesh ------------------------------------------------------------------------------------
+  mesh = sharding.make_mesh(config.mesh)
+  replicated = sharding.replicated(mesh)
+
+  # ---- Data ------------------------------------------------------------------------------------
+  info = data.dataset_info(config.dataset)
+  total_steps = config_lib.total_steps(config, info.num_train)
+
+  # ---- Model, task, optimizer (abstract: nothing is allocated or compiled yet) ------------------
+  task = tasks.from_config(config.task)
+  tx, schedule = optim.from_config(config.optim, total_steps)
+  param_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
+
+  def build_model():
+    return task.init(config, info, nnx.Rngs(params=param_key, dropout=jax.random.fold_in(param_key, 1)))
+
+  abstract_model = nnx.eval_shape(build_model)
+
+  def init_state() -> TrainState:
+    params, model_state = ModelGraph.state_of(build_model())
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                      opt_state=tx.init(params), rng=state_key)
+
+  # ---- Shardings ---------------------------------------------------------------------------------
+  abstract_state = jax.eval_shape(init_state)
+  param_shardings = sharding.params_sharding(
+      abstract_state.params, sharding.logical_axes(nnx.state(abstract_model, nnx.Param)), mesh,
+      config.sharding)
+  state_sharding = TrainState(
+      step=replicated, params=param_shardings,
+      model_state=jax.tree.map(lambda _: replicated, abstract_state.model_state),
+      opt_state=sharding.opt_state_sharding(tx, abstract_state.opt_state, param_shardings, mesh),
+      rng=replicated)
+  abstract_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                abstract_state, state_sharding)
+  return Setup(mesh, sharding.batch_sharding(mesh), info, total_steps, task, tx, schedule,
+               ModelGraph.of(abstract_model), init_state, abstract_state, state_sharding)
+
+
+def initial_state(setup: Setup) -> TrainState:
+  """A freshly initialised state, created directly in its shards (never whole on one device)."""
+  return jax.jit(setup.init_state, out_shardings=setup.state_sharding)()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
+  """Trains (resuming from the workdir's latest checkpoint if any); returns the final eval metrics."""
+  workdir = pathlib.Path(workdir)
+  setup = build(config)
+  batch_sharding, total_steps = setup.batch_sharding, setup.total_steps
+
+  # ---- State: resume from the latest checkpoint, or initialise sharded --------------------------
+  workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  checkpointer = Checkpointer(workdir / "checkpoints", every_steps=config.checkpoint_every_steps,
+                              keep=config.keep_checkpoints)
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    state = checkpointer.restore(latest, setup.abstract_state)
+    logging.info("resumed from step %d of %s", latest, checkpointer.directory)
+  else:
+    state = initial_state(setup)
+  start_step = int(jax.device_get(state.step))
+
+  # ---- Steps -------------------------------------------------------------------------------------
+  train_step, eval_step = compile_steps(setup, config.grad_accum_steps)
+
+  # ---- Loop --------------------------------------------------------------------------------------
+  writer = MetricWriter(workdir, resume_step=start_step)
+  progress = Progress(total_steps=total_steps, start_step=start_step, batch_size=config.batch_size)
+  if latest is not None:
+    progress.write(f"resumed from step {latest} of {checkpointer.directory}")
+  batches = data.train_batches(config.dataset, local_batch_size=config.batch_size // jax.process_count(),
+                               seed=config.seed, start_step=start_step)
+  kill_at = int(os.environ.get(_KILL_AT_STEP_ENV, -1))
+  history, eval_metrics = [], {}
+  for step in range(start_step + 1, total_steps + 1):
+    if step == kill_at:
+      os.kill(os.getpid(), signal.SIGKILL)
+    state, metrics = train_step(state, to_global(next(batches), batch_sharding))
+    history.append(metrics)
+    scalars = None
+    if step % config.log_every_steps == 0 or step == total_steps:
+      scalars = {("lr" if k == "lr" else f"train/{k}"): v for k, v in _mean_scalars(history).items()}
+      history = []
+      writer.write(step, scalars)
+    if step % config.eval_every_steps == 0 or step == total_steps:
+      eval_metrics = evaluate(eval_step, state, config, batch_sharding)
+      writer.write(step, eval_metrics)
+      scalars = {**(scalars or {}), **eval_metrics}
+    checkpointer.maybe_save(step, state, force=step == total_steps)
+    progress.update(step, scalars)
+
+  if not eval_metrics:  # resumed at the end: nothing was trained, still report the result
+    eval_metrics = evaluate(eval_step, state, config, batch_sharding)
+  checkpointer.close()
+  writer.close()
+  progress.close()
+  return eval_metrics
