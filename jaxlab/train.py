@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, path[:arg].")
@@ -45,6 +45,8 @@ def main(argv: list[str]) -> None:
   if _CONFIG.value is None or not _WORKDIR.value:
     _fail("both --config=FILE.py[:ARG] and --workdir=DIR are required")
 
+  if not flags.FLAGS["verbosity"].present:  # Orbax logs every file it writes at INFO
+    logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=import-outside-toplevel
   from jaxlab import config as config_lib  # pylint: disable=import-outside-toplevel
   from jaxlab import trainer  # pylint: disable=import-outside-toplevel

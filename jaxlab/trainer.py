@@ -10,6 +10,7 @@ import dataclasses
 import os
 import pathlib
 import signal
+import time
 from typing import Callable
 
 import jax
@@ -159,6 +160,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                seed=config.seed, start_step=start_step)
   kill_at = int(os.environ.get(_KILL_AT_STEP_ENV, -1))
   history, eval_metrics = [], {}
+  window_start, window_time = start_step, time.perf_counter()
   for step in range(start_step + 1, total_steps + 1):
     if step == kill_at:
       os.kill(os.getpid(), signal.SIGKILL)
@@ -168,11 +170,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     if step % config.log_every_steps == 0 or step == total_steps:
       scalars = {("lr" if k == "lr" else f"train/{k}"): v for k, v in _mean_scalars(history).items()}
       history = []
+      # Fetching the metrics waited for the device, so this is throughput, not dispatch rate. The
+      # first window after (re)start includes compilation.
+      now = time.perf_counter()
+      scalars["perf/steps_per_sec"] = (step - window_start) / (now - window_time)
+      scalars["perf/images_per_sec"] = scalars["perf/steps_per_sec"] * config.batch_size
       writer.write(step, scalars)
     if step % config.eval_every_steps == 0 or step == total_steps:
       eval_metrics = evaluate(eval_step, state, config, batch_sharding)
       writer.write(step, eval_metrics)
       scalars = {**(scalars or {}), **eval_metrics}
+    if scalars is not None:  # restart the throughput window after logging and eval
+      window_start, window_time = step, time.perf_counter()
     checkpointer.maybe_save(step, state, force=step == total_steps)
     progress.update(step, scalars)
 

@@ -23,6 +23,7 @@ class Classification:
 
   def init(self, config, info, rngs: nnx.Rngs) -> nnx.Module:
     kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    kwargs.setdefault("in_channels", info.image_shape[-1])  # every backbone takes it
     return models.create(config.model.name, num_classes=info.num_classes, rngs=rngs,
                          dtype=jnp.dtype(config.compute_dtype), **kwargs)
 

@@ -1,0 +1,104 @@
+"""End-to-end runs of `python -m jaxlab.train`: bad input, mesh agreement, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+
+from cli_runner import run, start
+from jaxlab.metrics.writers import read_jsonl
+
+QUICKSTART = "configs/quickstart.py"
+SHORT = ("--config.total_steps=30", "--config.log_every_steps=1", "--config.eval_every_steps=30",
+         "--config.checkpoint_every_steps=10")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("tfds")
+
+
+BAD_INPUTS = [
+    (("--config.optim.lrr=0.1",), "unknown config key 'optim.lrr'; valid keys under 'optim':"),
+    (("--config.nope=1",), "unknown config key 'nope'; valid keys at the top level:"),
+    (("--config.batch_size=abc",), "--config.batch_size=abc"),
+    (("--config.batch_size=-8",), "config.batch_size must be a positive integer"),
+    (("--config.batch_size=100", "--config.mesh.data=8"), "must be divisible by mesh.data*mesh.fsdp"),
+    (("--config.mesh.data=3",), "needs 3 devices but 8 are available"),
+    (("--config.model.name=resnet9000",), "unknown model 'resnet9000'; valid:"),
+    (("--config.dataset.name=nosuchdata",), "unknown dataset 'nosuchdata'"),
+    (("--config.optim.name=adamx",), "unknown config.optim.name 'adamx'; valid: adamw, sgd"),
+]
+
+
+def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, data_dir):
+  procs = []
+  for i, (overrides, _) in enumerate(BAD_INPUTS):
+    procs.append(start(QUICKSTART, tmp_path / f"run{i}", *overrides, devices=8, data_dir=data_dir))
+  for (overrides, expected), proc in zip(BAD_INPUTS, procs):
+    out, err = proc.communicate(timeout=300)
+    errors = [l for l in err.splitlines() if l.startswith("error:")]
+    assert proc.returncode == 2, (overrides, err)
+    assert len(errors) == 1 and expected in errors[0], (overrides, err)
+    assert "Traceback" not in err, err
+    assert not out.strip(), out
+  assert not any(tmp_path.iterdir()), "a failed run wrote into its workdir"
+
+
+def _losses(workdir):
+  return np.array([r["train/loss"] for r in read_jsonl(workdir / "metrics.jsonl") if "train/loss" in r])
+
+
+def test_loss_curves_agree_across_meshes(tmp_path, data_dir):
+  meshes = {
+      "single": (1, ()),
+      "data8": (8, ("--config.mesh.data=8",)),
+      "fsdp8": (8, ("--config.mesh.data=1", "--config.mesh.fsdp=8")),
+      "2x2x2": (8, ("--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2")),
+  }
+  # Prepare the embedded dataset once, then run the meshes two at a time (2 CPU cores).
+  results = {}
+  names = list(meshes)
+  for pair in (names[:2], names[2:]):
+    procs = {n: start(QUICKSTART, tmp_path / n, *SHORT, *meshes[n][1], devices=meshes[n][0],
+                      data_dir=data_dir) for n in pair}
+    for n, proc in procs.items():
+      out, err = proc.communicate(timeout=600)
+      assert proc.returncode == 0, err[-3000:]
+      results[n] = _losses(tmp_path / n)
+  reference = results["single"]
+  assert len(reference) == 30 and np.all(np.isfinite(reference))
+  assert reference[-1] < reference[0]
+  for name, losses in results.items():
+    np.testing.assert_allclose(losses, reference, rtol=1e-3, err_msg=name)
+
+
+def test_sigkill_then_restart_matches_uninterrupted_run(tmp_path, data_dir):
+  code, _, err = run(QUICKSTART, tmp_path / "straight", *SHORT, data_dir=data_dir)
+  assert code == 0, err[-3000:]
+  # The process SIGKILLs itself before step 25; checkpoints exist at 10 and (likely) 20.
+  code, _, _ = run(QUICKSTART, tmp_path / "killed", *SHORT, data_dir=data_dir, JAXLAB_SIGKILL_AT_STEP="25")
+  assert code == -signal.SIGKILL
+  interrupted = read_jsonl(tmp_path / "killed" / "metrics.jsonl")
+  assert 10 <= interrupted[-1]["step"] < 30
+  code, out, err = run(QUICKSTART, tmp_path / "killed", *SHORT, data_dir=data_dir)
+  assert code == 0, err[-3000:]
+  assert "resumed from step" in err + out
+  straight = read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+  resumed = read_jsonl(tmp_path / "killed" / "metrics.jsonl")
+  assert [r["step"] for r in resumed] == [r["step"] for r in straight]
+  for a, b in zip(straight, resumed):
+    for key in ("train/loss", "train/accuracy", "eval/loss", "eval/accuracy"):
+      assert a.get(key) == b.get(key), (a["step"], key)
+
+
+def test_quickstart_reaches_97_percent(tmp_path, data_dir):
+  code, out, err = run(QUICKSTART, tmp_path / "quickstart", data_dir=data_dir)
+  assert code == 0, err[-3000:]
+  line = next(l for l in out.splitlines() if l.startswith("test accuracy:"))
+  assert float(line.split(":")[1]) >= 0.97, out
+  assert (tmp_path / "quickstart" / "config.json").exists()
+  assert any((tmp_path / "quickstart" / "tensorboard").iterdir())
+  assert (tmp_path / "quickstart" / "checkpoints" / "600").is_dir()
