@@ -11,10 +11,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def train_env(devices: int, data_dir: pathlib.Path | None = None, **extra: str) -> dict[str, str]:
-  env = dict(os.environ)
+  env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}  # as a user would run it
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env["JAX_PLATFORMS"] = "cpu"
-  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
   if data_dir is not None:
     env["TFDS_DATA_DIR"] = str(data_dir)
   env.update(extra)

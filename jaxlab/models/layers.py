@@ -1,0 +1,87 @@
+"""Flax NNX layers with logical sharding axes on every parameter.
+
+Backbones build their convolutions, norms and heads through these functions, so that every
+`nnx.Param` carries `out_sharding` metadata (see `logical_axes`), and the conventions the backbones
+share (bias-free convs before BatchNorm, PyTorch-equivalent BatchNorm constants) live in one place.
+"""
+
+from collections.abc import Sequence
+
+from flax import nnx
+from jax.typing import DTypeLike
+
+from jaxlab.models import logical_axes
+
+# PyTorch's BatchNorm2d defaults (its momentum 0.1 is flax's 0.9), so ported recipes behave alike.
+BATCH_NORM_MOMENTUM = 0.9
+BATCH_NORM_EPSILON = 1e-5
+
+
+def conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    *,
+    strides: int = 1,
+    padding: int | str | Sequence[tuple[int, int]] = "SAME",
+    use_bias: bool = False,
+    dtype: DTypeLike,
+    param_dtype: DTypeLike,
+    rngs: nnx.Rngs,
+) -> nnx.Conv:
+  """A 2D convolution over NHWC inputs; bias-free by default because a BatchNorm follows."""
+  return nnx.Conv(
+      in_channels,
+      out_channels,
+      kernel_size=(kernel_size, kernel_size),
+      strides=strides,
+      padding=padding,
+      use_bias=use_bias,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      # He init: these convolutions feed ReLUs.
+      kernel_init=nnx.with_partitioning(nnx.initializers.he_normal(), logical_axes.CONV_KERNEL),
+      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (logical_axes.CONV_OUT,)),
+      rngs=rngs,
+  )
+
+
+def batch_norm(
+    num_features: int,
+    *,
+    channel_axis: str = logical_axes.CONV_OUT,
+    dtype: DTypeLike,
+    param_dtype: DTypeLike,
+    rngs: nnx.Rngs,
+) -> nnx.BatchNorm:
+  """BatchNorm whose scale and bias are sharded like the channels they normalize."""
+  return nnx.BatchNorm(
+      num_features,
+      momentum=BATCH_NORM_MOMENTUM,
+      epsilon=BATCH_NORM_EPSILON,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), (channel_axis,)),
+      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (channel_axis,)),
+      rngs=rngs,
+  )
+
+
+def classifier_head(
+    in_features: int,
+    num_classes: int,
+    *,
+    dtype: DTypeLike,
+    param_dtype: DTypeLike,
+    rngs: nnx.Rngs,
+) -> nnx.Linear:
+  """The final dense layer mapping pooled features to class logits."""
+  return nnx.Linear(
+      in_features,
+      num_classes,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), logical_axes.HEAD_KERNEL),
+      bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (logical_axes.CLASSES,)),
+      rngs=rngs,
+  )
