@@ -14,8 +14,11 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, path[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
 _MULTIHOST = flags.DEFINE_bool(
-    "multihost", False, "Call jax.distributed.initialize() (one process per host; TPU VMs and "
-    "SLURM are detected, otherwise set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).")
+    "multihost", False, "Call jax.distributed.initialize(): one process per host (or per GPU). "
+    "TPU VMs, SLURM and MPI are detected; elsewhere give the three flags below.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..num_processes-1.")
 
 
 def _fail(message: str) -> None:
@@ -52,7 +55,7 @@ def main(argv: list[str]) -> None:
   from jaxlab import trainer  # pylint: disable=import-outside-toplevel
 
   if _MULTIHOST.value:
-    jax.distributed.initialize()
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config = _CONFIG.value
   try:
     config_lib.validate(config, jax.device_count(), jax.process_count())

@@ -105,3 +105,22 @@ def test_quickstart_reaches_97_percent(tmp_path, data_dir):
   assert {"step", "train/loss", "train/accuracy", "lr"} <= set(records[0])
   assert {"eval/loss", "eval/accuracy"} <= set(records[-1])
   assert records[-1]["step"] == 600
+
+
+def test_two_processes_train_one_model(tmp_path, data_dir):
+  """Two processes on localhost (4 simulated devices each) form one 8-device mesh, as two hosts would."""
+  import socket  # pylint: disable=import-outside-toplevel
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  workdir = tmp_path / "two_hosts"
+  procs = [start(QUICKSTART, workdir, *SHORT, "--config.mesh.data=4", "--config.mesh.fsdp=2",
+                 "--multihost", f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                 f"--process_id={i}", devices=4, data_dir=data_dir) for i in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for proc, (out, err) in zip(procs, outs):
+    assert proc.returncode == 0, err[-3000:]
+  assert "test accuracy:" in outs[0][0] and "test accuracy:" not in outs[1][0]  # process 0 reports
+  losses = _losses(workdir)
+  assert len(losses) == 30 and losses[-1] < losses[0]
+  assert (workdir / "checkpoints" / "30").is_dir()
