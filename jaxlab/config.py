@@ -155,6 +155,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     raise ConfigError(f"config.num_epochs must be positive, got {config.num_epochs}")
   if config.optim.lr < 0:
     raise ConfigError(f"config.optim.lr must be >= 0, got {config.optim.lr}")
+  if "lr" in config.optim.hparams:
+    raise ConfigError("set the learning rate with config.optim.lr, not config.optim.hparams.lr")
   try:
     optim.check_hparams(config.optim.name, dict(config.optim.hparams))
   except ValueError as e:

@@ -1,7 +1,9 @@
-"""Optimizers by name: `create(name, learning_rate, **hparams)` returns an optax transformation.
+"""Optimizers by name: `create(name, lr=..., **hparams)` returns an optax GradientTransformation.
 
-Each entry states its hyperparameters with defaults, so unknown or misspelt ones fail in one line.
-The optimizer-zoo issue fills this registry; the training core needs SGD-momentum and AdamW.
+Keyword names and defaults are those of the PyTorch class each optimizer reproduces (its
+`reference`): `lr`, `weight_decay`, `momentum`, `betas`, `eps`, `nesterov`, ... so a recipe ported
+from PyTorch reads the same. `lr` may be a float or an optax schedule. Unknown or misspelt
+hyperparameters fail in one line naming the valid ones.
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ import optax
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerEntry:
-  build: Callable[..., optax.GradientTransformation]  # build(learning_rate, **hparams)
-  defaults: dict[str, Any]
+  build: Callable[..., optax.GradientTransformation]  # build(**hparams), every default filled in
+  defaults: dict[str, Any]  # the reference constructor's defaults, `lr` included
+  reference: str  # e.g. "torch.optim.SGD", "timm.optim.Lamb"
 
 
 _REGISTRY: dict[str, OptimizerEntry] = {}
 
 
-def register(name: str, **defaults):
+def register(name: str, *, reference: str, **defaults):
+  """Decorator: `@register("adam", reference="torch.optim.Adam", lr=1e-3, betas=(0.9, 0.999), ...)`."""
   def wrap(build):
-    _REGISTRY[name] = OptimizerEntry(build, defaults)
+    if name in _REGISTRY:
+      raise ValueError(f"optimizer '{name}' is already registered")
+    _REGISTRY[name] = OptimizerEntry(build, defaults, reference)
     return build
   return wrap
 
@@ -32,30 +38,34 @@ def available() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def check_hparams(name: str, hparams: dict[str, Any]) -> None:
+def entry(name: str) -> OptimizerEntry:
   if name not in _REGISTRY:
     raise ValueError(f"unknown optimizer '{name}'; valid: {', '.join(available())}")
-  unknown = sorted(set(hparams) - set(_REGISTRY[name].defaults))
+  return _REGISTRY[name]
+
+
+def check_hparams(name: str, hparams: dict[str, Any]) -> None:
+  unknown = sorted(set(hparams) - set(entry(name).defaults))
   if unknown:
     raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)} for optimizer '{name}'; "
-                     f"valid: {', '.join(sorted(_REGISTRY[name].defaults))}")
+                     f"valid: {', '.join(sorted(entry(name).defaults))}")
 
 
-def create(name: str, learning_rate: optax.ScalarOrSchedule, **hparams) -> optax.GradientTransformation:
+def create(name: str, **hparams) -> optax.GradientTransformation:
   check_hparams(name, hparams)
-  entry = _REGISTRY[name]
-  return entry.build(learning_rate, **{**entry.defaults, **hparams})
+  found = entry(name)
+  return found.build(**{**found.defaults, **hparams})
 
 
-@register("sgd", momentum=0.9, nesterov=False, weight_decay=0.0)
-def _sgd(learning_rate, momentum, nesterov, weight_decay):
-  # PyTorch's SGD adds the L2 term to the gradient before momentum; so does this chain.
-  return optax.chain(
-      optax.add_decayed_weights(weight_decay),
-      optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov),
-  )
+@register("sgd", reference="torch.optim.SGD", lr=1e-3, momentum=0.0, weight_decay=0.0,
+          nesterov=False)
+def _sgd(lr, momentum, weight_decay, nesterov):
+  # PyTorch adds the L2 term to the gradient before momentum; so does this chain.
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     optax.sgd(lr, momentum=momentum or None, nesterov=nesterov))
 
 
-@register("adamw", b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.05)
-def _adamw(learning_rate, b1, b2, eps, weight_decay):
-  return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+@register("adamw", reference="torch.optim.AdamW", lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+          weight_decay=1e-2)
+def _adamw(lr, betas, eps, weight_decay):
+  return optax.adamw(lr, b1=betas[0], b2=betas[1], eps=eps, weight_decay=weight_decay)
