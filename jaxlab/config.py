@@ -57,6 +57,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.warmup_steps = 0
   c.optim.clip_grad_norm = config_dict.placeholder(float)
   c.optim.hparams = ml_collections.ConfigDict({"momentum": 0.9, "weight_decay": 5e-4})
+  # No weight decay on 1-D parameters (biases, norms) and on paths matching these regexes.
+  c.optim.weight_decay_exclude_1d = True
+  c.optim.weight_decay_exclude = ()
+  # Weight averaging chained after the optimizer: none, ema, sema or swa, with its keywords
+  # (sema: momentum, switch_every or switch_every_epochs, warmup_steps).
+  c.optim.averaging = ml_collections.ConfigDict({"name": "none", "hparams": ml_collections.ConfigDict()})
   return c
 
 
@@ -123,6 +129,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     raise ConfigError(f"config.model: {e}") from None
   _check_name("config.optim.name", config.optim.name, optim.available())
   _check_name("config.optim.schedule", config.optim.schedule, optim.available_schedules())
+  _check_name("config.optim.averaging.name", config.optim.averaging.name, optim.available_averaging())
   _check_name("config.task.name", config.task.name, tasks.available())
   _check_name("config.compute_dtype", config.compute_dtype, list(COMPUTE_DTYPES))
   try:

@@ -88,10 +88,13 @@ def params_sharding(abstract_params: dict, axes: dict, mesh: Mesh, sharding_conf
 def opt_state_sharding(tx: optax.GradientTransformation, abstract_opt_state: Any,
                        param_shardings: dict, mesh: Mesh) -> Any:
   """Moments and other parameter-shaped optimizer state are sharded like their parameters."""
+  # Parameter groups (optax.partition) hold MaskedNode where a group skips a parameter.
+  masked = optax.MaskedNode
   return optax.tree_map_params(
-      tx, lambda _, sharding: sharding, abstract_opt_state, param_shardings,
+      tx, lambda leaf, sharding: leaf if isinstance(leaf, masked) else sharding,
+      abstract_opt_state, param_shardings,
       transform_non_params=lambda _: replicated(mesh),
-      is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
+      is_leaf=lambda x: isinstance(x, (jax.ShapeDtypeStruct, masked)))
 
 
 def describe(shardings: dict) -> dict[str, str]:

@@ -94,7 +94,8 @@ def build(config: ml_collections.ConfigDict) -> Setup:
 
   # ---- Model, task, optimizer (abstract: nothing is allocated or compiled yet) ------------------
   task = tasks.from_config(config.task)
-  tx, schedule = optim.from_config(config.optim, total_steps)
+  tx, schedule = optim.build(config.optim, total_steps=total_steps,
+                             steps_per_epoch=max(1, info.num_train // config.batch_size))
   param_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
 
   def build_model():
@@ -126,6 +127,16 @@ def build(config: ml_collections.ConfigDict) -> Setup:
 def initial_state(setup: Setup) -> TrainState:
   """A freshly initialised state, created directly in its shards (never whole on one device)."""
   return jax.jit(setup.init_state, out_shardings=setup.state_sharding)()
+
+
+def evaluate_all(eval_step, state, config, batch_sharding) -> dict[str, float]:
+  """`eval/*` for the trained params and, with weight averaging, `eval_ema/*` for the average."""
+  metrics = evaluate(eval_step, state, config, batch_sharding)
+  average = optim.averaged_params(state.opt_state)
+  if average is not None:
+    ema_metrics = evaluate(eval_step, state.replace(params=average), config, batch_sharding)
+    metrics.update({k.replace("eval/", "eval_ema/"): v for k, v in ema_metrics.items()})
+  return metrics
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
@@ -177,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       scalars["perf/images_per_sec"] = scalars["perf/steps_per_sec"] * config.batch_size
       writer.write(step, scalars)
     if step % config.eval_every_steps == 0 or step == total_steps:
-      eval_metrics = evaluate(eval_step, state, config, batch_sharding)
+      eval_metrics = evaluate_all(eval_step, state, config, batch_sharding)
       writer.write(step, eval_metrics)
       scalars = {**(scalars or {}), **eval_metrics}
     if scalars is not None:  # restart the throughput window after logging and eval
@@ -186,7 +197,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     progress.update(step, scalars)
 
   if not eval_metrics:  # resumed at the end: nothing was trained, still report the result
-    eval_metrics = evaluate(eval_step, state, config, batch_sharding)
+    eval_metrics = evaluate_all(eval_step, state, config, batch_sharding)
   checkpointer.close()
   writer.close()
   progress.close()

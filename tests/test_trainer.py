@@ -1,9 +1,10 @@
-"""The trainer's setup in-process on 8 simulated devices: parameters really are sharded."""
+"""The trainer in-process on 8 simulated devices: sharded parameters, optimizer state and averages."""
 
+import chex
 import jax
 import numpy as np
 
-from jaxlab import trainer
+from jaxlab import optim, trainer
 from jaxlab.config import load_config_file
 
 
@@ -29,3 +30,31 @@ def test_fsdp8_shards_parameters_and_optimizer_state(tmp_path, monkeypatch):
   replicated = trainer.initial_state(trainer.build(config))
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(replicated.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _sema_config():
+  config = load_config_file("configs/quickstart.py")
+  config.optim.averaging.name = "sema"
+  config.optim.averaging.hparams = {"momentum": 0.9, "switch_every": 5}
+  return config
+
+
+def test_sema_average_is_sharded_like_params_under_fsdp8(tmp_path, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+  config = _sema_config()
+  config.mesh.data, config.mesh.fsdp = 1, 8
+  setup = trainer.build(config)
+  state = trainer.initial_state(setup)
+  average = optim.averaged_params(state.opt_state)
+  chex.assert_trees_all_equal(average, state.params)  # the EMA starts at the initial params
+  for p, a in zip(jax.tree.leaves(state.params), jax.tree.leaves(average)):
+    assert p.sharding == a.sharding
+
+
+def test_training_with_sema_reports_both_evaluations(tmp_path, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  config = _sema_config()
+  config.total_steps, config.eval_every_steps, config.log_every_steps = 12, 12, 4
+  result = trainer.train_and_evaluate(config, tmp_path / "run")
+  assert {"eval/accuracy", "eval_ema/accuracy", "eval/loss", "eval_ema/loss"} <= set(result)
+  assert result["eval/accuracy"] != result["eval_ema/accuracy"] or result["eval/loss"] != result["eval_ema/loss"]

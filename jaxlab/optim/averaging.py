@@ -1,0 +1,97 @@
+"""Weight averaging as optax transforms chained after any optimizer: `ema`, `sema`, `swa`.
+
+    tx = optax.chain(create("adamw", lr=1e-3), sema(momentum=0.999, switch_every=steps_per_epoch))
+
+Each keeps an average of the parameters *after* the inner optimizer's update (`params + updates`)
+in its state, where `averaged_params(opt_state)` finds it. Switch EMA (SEMA, Li et al. 2024,
+arXiv 2402.09240) additionally sets the model's parameters to the EMA every `switch_every` steps
+(in the paper: at the end of every epoch); the inner optimizer's state is left as it is and the EMA
+goes on from where it was.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class AveragingState(NamedTuple):
+  count: jax.Array  # updates seen
+  averaged_params: optax.Params  # shaped like the params (sharded like them too)
+
+
+def _ema_momentum(momentum: float, warmup_steps: int, count: jax.Array) -> jax.Array:
+  """`momentum`, ramped linearly from 0 over the first `warmup_steps` updates if asked."""
+  if warmup_steps <= 0:
+    return jnp.asarray(momentum, jnp.float32)
+  return momentum * jnp.minimum(1.0, (count + 1) / warmup_steps).astype(jnp.float32)
+
+
+def _init(params) -> AveragingState:
+  return AveragingState(count=jnp.zeros((), jnp.int32),
+                        averaged_params=jax.tree.map(jnp.array, params))
+
+
+def _ema_transform(momentum: float, warmup_steps: int, switch_every: int | None) -> optax.GradientTransformation:
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("weight averaging needs the params: call tx.update(grads, state, params)")
+    new_params = optax.apply_updates(params, updates)
+    m = _ema_momentum(momentum, warmup_steps, state.count)
+    average = jax.tree.map(lambda a, p: (m * a + (1.0 - m) * p).astype(a.dtype),
+                           state.averaged_params, new_params)
+    count = state.count + 1
+    if switch_every:
+      switch = count % switch_every == 0
+      # At a switch the update moves the params onto the EMA instead of to `new_params`.
+      updates = jax.tree.map(lambda u, a, p: jnp.where(switch, (a - p).astype(u.dtype), u),
+                             updates, average, params)
+    return updates, AveragingState(count, average)
+
+  return optax.GradientTransformation(_init, update)
+
+
+def ema(momentum: float = 0.9999, warmup_steps: int = 0) -> optax.GradientTransformation:
+  """Exponential moving average of the parameters: `ema ← m·ema + (1−m)·params` after each update."""
+  return _ema_transform(momentum, warmup_steps, switch_every=None)
+
+
+def sema(momentum: float = 0.999, switch_every: int = 1000, warmup_steps: int = 0) -> optax.GradientTransformation:
+  """Switch EMA: an EMA as in `ema`, and every `switch_every` updates the params become the EMA."""
+  if switch_every <= 0:
+    raise ValueError(f"sema switch_every must be a positive number of steps, got {switch_every}")
+  return _ema_transform(momentum, warmup_steps, switch_every)
+
+
+def swa(start_step: int = 0, every: int = 1) -> optax.GradientTransformation:
+  """Stochastic weight averaging: the plain mean of the params after updates start_step+every, ...
+
+  (Izmailov et al. 2018, as torch.optim.swa_utils.AveragedModel with the default average.)
+  """
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("weight averaging needs the params: call tx.update(grads, state, params)")
+    new_params = optax.apply_updates(params, updates)
+    count = state.count + 1
+    taken = jnp.maximum((count - start_step) // every, 0)  # snapshots averaged so far, this one included
+    take = (count > start_step) & ((count - start_step) % every == 0)
+    weight = jnp.where(take, 1.0 / jnp.maximum(taken, 1), 0.0)
+    average = jax.tree.map(lambda a, p: (a + weight * (p - a)).astype(a.dtype),
+                           state.averaged_params, new_params)
+    return updates, AveragingState(count, average)
+
+  return optax.GradientTransformation(_init, update)
+
+
+def averaged_params(opt_state: Any) -> optax.Params | None:
+  """The averaged parameters kept by an `ema`/`sema`/`swa` anywhere in an optimizer's state."""
+  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, AveragingState))
+           if isinstance(s, AveragingState)]
+  if len(found) > 1:
+    raise ValueError(f"the optimizer state holds {len(found)} weight averages; expected one")
+  return found[0].averaged_params if found else None

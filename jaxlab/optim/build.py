@@ -1,0 +1,74 @@
+"""The full optimizer of a training config: schedule, clipping, weight-decay groups, averaging.
+
+    tx, schedule = jaxlab.optim.build(config.optim, params, total_steps=..., steps_per_epoch=...)
+
+Order of the chain: clip the global gradient norm → the optimizer, split into a group with
+weight decay and one without (biases, 1-D parameters and configured patterns, as timm's
+`param_groups_weight_decay`) → weight averaging (`ema`/`sema`/`swa`), which sees the final
+parameters of every step.
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import ml_collections
+import optax
+
+from jaxlab.optim import averaging
+from jaxlab.optim.registry import create, entry
+from jaxlab.optim.schedules import make_schedule
+
+AVERAGING = {"ema": averaging.ema, "sema": averaging.sema, "swa": averaging.swa}
+
+
+def available_averaging() -> list[str]:
+  return ["none", *sorted(AVERAGING)]
+
+
+def _path(key_path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in key_path)
+
+
+def weight_decay_labels(params, exclude_patterns=(), exclude_1d: bool = True):
+  """'decay' or 'no_decay' for every parameter, by its '/'-joined path and its rank."""
+  patterns = [re.compile(p) for p in exclude_patterns]
+
+  def label(key_path, leaf):
+    path = _path(key_path)
+    if (exclude_1d and len(leaf.shape) <= 1) or any(p.search(path) for p in patterns):
+      return "no_decay"
+    return "decay"
+
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def build(optim_config: ml_collections.ConfigDict, *, total_steps: int,
+          steps_per_epoch: int | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The optimizer a config asks for, and its learning-rate schedule (logged as `lr`)."""
+  schedule = make_schedule(optim_config.schedule, peak=optim_config.lr, total_steps=total_steps,
+                           warmup_steps=optim_config.warmup_steps)
+  hparams = dict(optim_config.hparams)
+  tx = create(optim_config.name, lr=schedule, **hparams)
+  decays = hparams.get("weight_decay", entry(optim_config.name).defaults.get("weight_decay", 0))
+  exclude = tuple(optim_config.get("weight_decay_exclude", ()))
+  exclude_1d = optim_config.get("weight_decay_exclude_1d", True)
+  if decays and (exclude or exclude_1d):
+    # Two instances of the optimizer. One that keeps statistics over all parameters (timm's Lamb
+    # clips by the gradient norm over every group) computes them per group here.
+    no_decay = create(optim_config.name, lr=schedule, **{**hparams, "weight_decay": 0.0})
+    tx = optax.partition({"decay": tx, "no_decay": no_decay},
+                         lambda params: weight_decay_labels(params, exclude, exclude_1d))
+  if optim_config.clip_grad_norm is not None:
+    tx = optax.chain(optax.clip_by_global_norm(optim_config.clip_grad_norm), tx)
+
+  averaging_config = optim_config.get("averaging", None)
+  if averaging_config is not None and averaging_config.name != "none":
+    kwargs = dict(averaging_config.get("hparams", {}))
+    if "switch_every_epochs" in kwargs:
+      if steps_per_epoch is None:
+        raise ValueError("switch_every_epochs needs the number of steps per epoch")
+      kwargs["switch_every"] = max(1, round(kwargs.pop("switch_every_epochs") * steps_per_epoch))
+    tx = optax.chain(tx, AVERAGING[averaging_config.name](**kwargs))
+  return tx, schedule
