@@ -53,8 +53,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"
   c.optim.lr = 0.1  # peak learning rate
-  c.optim.schedule = "cosine"
+  c.optim.schedule = "cosine"  # constant, cosine, linear, polynomial, step
   c.optim.warmup_steps = 0
+  c.optim.warmup_epochs = config_dict.placeholder(float)  # overrides warmup_steps when set
+  c.optim.end_lr = 0.0  # cosine, linear and polynomial decay to this
+  c.optim.power = 1.0  # polynomial
+  c.optim.milestones = ()  # step: multiply by gamma at these steps ...
+  c.optim.milestones_epochs = ()  # ... or at these epochs
+  c.optim.gamma = 0.1
   c.optim.clip_grad_norm = config_dict.placeholder(float)
   c.optim.hparams = ml_collections.ConfigDict({"momentum": 0.9, "weight_decay": 5e-4})
   # No weight decay on 1-D parameters (biases, norms) and on paths matching these regexes.

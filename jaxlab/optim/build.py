@@ -44,11 +44,32 @@ def weight_decay_labels(params, exclude_patterns=(), exclude_1d: bool = True):
   return jax.tree_util.tree_map_with_path(label, params)
 
 
+def schedule_from_config(optim_config: ml_collections.ConfigDict, *, total_steps: int,
+                         steps_per_epoch: int | None = None) -> optax.Schedule:
+  """`config.optim`'s schedule; warmup and milestones may be given in epochs (`*_epochs` keys)."""
+
+  def steps(key: str, value):
+    epochs = optim_config.get(f"{key}_epochs", None)
+    if epochs is None or epochs == ():
+      return value
+    if steps_per_epoch is None:
+      raise ValueError(f"config.optim.{key}_epochs needs the number of steps per epoch")
+    if isinstance(epochs, (tuple, list)):
+      return [round(e * steps_per_epoch) for e in epochs]
+    return round(epochs * steps_per_epoch)
+
+  return make_schedule(
+      optim_config.schedule, peak=optim_config.lr, total_steps=total_steps,
+      warmup_steps=steps("warmup", optim_config.warmup_steps),
+      end_value=optim_config.get("end_lr", 0.0), power=optim_config.get("power", 1.0),
+      milestones=steps("milestones", tuple(optim_config.get("milestones", ()))),
+      gamma=optim_config.get("gamma", 0.1))
+
+
 def build(optim_config: ml_collections.ConfigDict, *, total_steps: int,
           steps_per_epoch: int | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer a config asks for, and its learning-rate schedule (logged as `lr`)."""
-  schedule = make_schedule(optim_config.schedule, peak=optim_config.lr, total_steps=total_steps,
-                           warmup_steps=optim_config.warmup_steps)
+  schedule = schedule_from_config(optim_config, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
   hparams = dict(optim_config.hparams)
   tx = create(optim_config.name, lr=schedule, **hparams)
   decays = hparams.get("weight_decay", entry(optim_config.name).defaults.get("weight_decay", 0))
