@@ -82,10 +82,13 @@ class Setup:
   state_sharding: TrainState
 
 
-def build(config: ml_collections.ConfigDict) -> Setup:
-  """Mesh, data description, task, optimizer and the sharded abstract state of a config."""
+def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
+  """Mesh, data description, task, optimizer and the sharded abstract state of a config.
+
+  `devices`: the devices of the mesh (default: all of them).
+  """
   # ---- Mesh ------------------------------------------------------------------------------------
-  mesh = sharding.make_mesh(config.mesh)
+  mesh = sharding.make_mesh(config.mesh, devices)
   replicated = sharding.replicated(mesh)
 
   # ---- Data ------------------------------------------------------------------------------------

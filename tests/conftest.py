@@ -1,9 +1,22 @@
 """Every test process sees 8 simulated CPU devices; single-device tests build 1-device meshes.
 
-The flag must be set before JAX starts its backends, so it is set here, at collection time.
+The flags must be set before JAX starts its backends (and TFDS reads its data dir), so they are
+set here, at collection time.
 """
 
+import atexit
 import os
+import pathlib
+import shutil
+import tempfile
+
+import pytest
+
+# TFDS reads TFDS_DATA_DIR once, at import: set before any test module imports it. The embedded
+# digits get prepared there once per session instead of in the user's ~/tensorflow_datasets.
+_TFDS_DIR = tempfile.mkdtemp(prefix="jaxlab-tests-tfds-")
+atexit.register(shutil.rmtree, _TFDS_DIR, ignore_errors=True)
+os.environ["TFDS_DATA_DIR"] = _TFDS_DIR
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
@@ -14,3 +27,9 @@ import jax  # noqa: E402  pylint: disable=wrong-import-position
 
 chex.set_n_cpu_devices(8)
 jax.config.update("jax_platforms", "cpu")
+
+
+
+@pytest.fixture(scope="session")
+def tfds_data_dir() -> pathlib.Path:
+  return pathlib.Path(_TFDS_DIR)

@@ -16,8 +16,8 @@ SHORT = ("--config.total_steps=30", "--config.log_every_steps=1", "--config.eval
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp("tfds")
+def data_dir(tfds_data_dir):
+  return tfds_data_dir
 
 
 BAD_INPUTS = [

@@ -8,8 +8,7 @@ from jaxlab import optim, trainer
 from jaxlab.config import load_config_file
 
 
-def test_fsdp8_shards_parameters_and_optimizer_state(tmp_path, monkeypatch):
-  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+def test_fsdp8_shards_parameters_and_optimizer_state():
   config = load_config_file("configs/quickstart.py")
   config.mesh.data, config.mesh.fsdp = 1, 8
   setup = trainer.build(config)
@@ -39,8 +38,7 @@ def _sema_config():
   return config
 
 
-def test_sema_average_is_sharded_like_params_under_fsdp8(tmp_path, monkeypatch):
-  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+def test_sema_average_is_sharded_like_params_under_fsdp8():
   config = _sema_config()
   config.mesh.data, config.mesh.fsdp = 1, 8
   setup = trainer.build(config)
@@ -51,8 +49,7 @@ def test_sema_average_is_sharded_like_params_under_fsdp8(tmp_path, monkeypatch):
     assert p.sharding == a.sharding
 
 
-def test_training_with_sema_reports_both_evaluations(tmp_path, monkeypatch):
-  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+def test_training_with_sema_reports_both_evaluations(tmp_path):
   config = _sema_config()
   config.total_steps, config.eval_every_steps, config.log_every_steps = 12, 12, 4
   result = trainer.train_and_evaluate(config, tmp_path / "run")
