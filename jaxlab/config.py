@@ -50,6 +50,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict({"name": "small_cnn"})  # other keys go to the constructor
   c.dataset = default_dataset_config()
 
+  # Start from another run's checkpoint (see jaxlab/stages.py); ignored when resuming this run.
+  c.init_from = ml_collections.ConfigDict()
+  c.init_from.path = config_dict.placeholder(str)  # workdir, its checkpoints/ or a step dir
+  c.init_from.step = config_dict.placeholder(int)  # default: latest
+  c.init_from.include = ("^params/", "^model_state/")  # regexes on "params/conv1/kernel"
+  c.init_from.skip = ()  # e.g. ("^params/head/",) for a new classification head
+  c.init_from.rename = ()  # ((regex, replacement), ...)
+
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"
   c.optim.lr = 0.1  # peak learning rate
@@ -174,6 +182,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     optim.check_hparams(config.optim.name, dict(config.optim.hparams))
   except ValueError as e:
     raise ConfigError(f"config.optim.hparams: {e}") from None
+  if config.init_from.path:
+    from jaxlab import stages  # pylint: disable=import-outside-toplevel
+    try:
+      stages.resolve_checkpoint(config.init_from.path, config.init_from.step)
+    except stages.InitFromError as e:
+      raise ConfigError(str(e)) from None
   for rule in config.sharding.rules:
     if len(rule) != 2 or rule[1] not in MESH_AXES:
       raise ConfigError(f"config.sharding.rules entry {rule} must be (logical_name, mesh_axis) "

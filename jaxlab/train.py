@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=import-outside-toplevel
   from jaxlab import config as config_lib  # pylint: disable=import-outside-toplevel
-  from jaxlab import trainer  # pylint: disable=import-outside-toplevel
+  from jaxlab import stages, trainer  # pylint: disable=import-outside-toplevel
 
   if _MULTIHOST.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
@@ -61,7 +61,10 @@ def main(argv: list[str]) -> None:
     config_lib.validate(config, jax.device_count(), jax.process_count())
   except config_lib.ConfigError as e:
     _fail(str(e))
-  result = trainer.train_and_evaluate(config, _WORKDIR.value)
+  try:
+    result = trainer.train_and_evaluate(config, _WORKDIR.value)
+  except stages.InitFromError as e:  # found once the model is known, before anything is written
+    _fail(str(e))
 
   if jax.process_index() == 0:
     split = config.dataset.eval_split

@@ -22,7 +22,7 @@ from absl import logging
 from flax import nnx
 
 from jaxlab import config as config_lib
-from jaxlab import data, optim, sharding, steps, tasks
+from jaxlab import data, optim, sharding, stages, steps, tasks
 from jaxlab.checkpoint import Checkpointer
 from jaxlab.metrics.progress import Progress
 from jaxlab.metrics.writers import MetricWriter
@@ -148,7 +148,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   setup = build(config)
   batch_sharding, total_steps = setup.batch_sharding, setup.total_steps
 
-  # ---- State: resume from the latest checkpoint, or initialise sharded --------------------------
+  # ---- State: resume from the latest checkpoint, or initialise (from another run's, if asked) ----
+  init_plan = None
+  if config.init_from.path:  # checked now, from metadata, before anything is written
+    init_plan = stages.plan(setup.abstract_state, config.init_from)
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
@@ -160,6 +163,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     logging.info("resumed from step %d of %s", latest, checkpointer.directory)
   else:
     state = initial_state(setup)
+    if init_plan is not None:
+      state = stages.load(state, setup.abstract_state, init_plan)
+      logging.info("initialised %d arrays from %s", len(init_plan.mapping), init_plan.directory)
   start_step = int(jax.device_get(state.step))
 
   # ---- Steps -------------------------------------------------------------------------------------
