@@ -53,6 +53,7 @@ def main(argv: list[str]) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   from jaxlab import config as config_lib  # pylint: disable=import-outside-toplevel
   from jaxlab import stages, trainer  # pylint: disable=import-outside-toplevel
+  from jaxlab.workdir import WorkdirError  # pylint: disable=import-outside-toplevel
 
   if _MULTIHOST.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
@@ -63,8 +64,12 @@ def main(argv: list[str]) -> None:
     _fail(str(e))
   try:
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
-  except stages.InitFromError as e:  # found once the model is known, before anything is written
+  except (stages.InitFromError, WorkdirError) as e:  # found before anything is written
     _fail(str(e))
+  except trainer.Preempted as e:
+    if jax.process_index() == 0:
+      print(e)
+    return
 
   if jax.process_index() == 0:
     split = config.dataset.eval_split

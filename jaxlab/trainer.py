@@ -6,10 +6,12 @@ eval metrics. Call `train_and_evaluate(config, workdir)` with a validated config
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
 import signal
+import threading
 import time
 from typing import Callable
 
@@ -20,6 +22,7 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from jaxlab import config as config_lib
 from jaxlab import data, optim, sharding, stages, steps, tasks
@@ -27,9 +30,40 @@ from jaxlab.checkpoint import Checkpointer
 from jaxlab.metrics.progress import Progress
 from jaxlab.metrics.writers import MetricWriter
 from jaxlab.state import ModelGraph, TrainState
+from jaxlab.workdir import claim as claim_workdir
 
 # Fault injection for the resume test: the process SIGKILLs itself before this step.
 _KILL_AT_STEP_ENV = "JAXLAB_SIGKILL_AT_STEP"
+
+
+class Preempted(Exception):
+  """SIGTERM arrived: the step in flight finished, was checkpointed, and the run stopped."""
+
+  def __init__(self, step: int, directory: pathlib.Path):
+    super().__init__(f"preempted: saved step {step} to {directory}; run the same command to resume")
+    self.step = step
+
+
+class PreemptionWatch:
+  """Notices SIGTERM (how TPU VMs and spot GPU hosts announce preemption) at step boundaries.
+
+  With several processes JAX's preemption sync decides, so that every host stops at the same step.
+  """
+
+  def __init__(self):
+    self._requested = threading.Event()
+    self._previous = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, lambda *_: self._requested.set())
+
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._requested.is_set()
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def to_global(batch: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
@@ -143,71 +177,80 @@ def evaluate_all(eval_step, state, config, batch_sharding) -> dict[str, float]:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
-  """Trains (resuming from the workdir's latest checkpoint if any); returns the final eval metrics."""
+  """Trains (resuming from the workdir's latest checkpoint if any); returns the final eval metrics.
+
+  Raises Preempted after saving when SIGTERM arrives; the same call resumes.
+  """
   workdir = pathlib.Path(workdir)
   setup = build(config)
   batch_sharding, total_steps = setup.batch_sharding, setup.total_steps
-
-  # ---- State: resume from the latest checkpoint, or initialise (from another run's, if asked) ----
   init_plan = None
   if config.init_from.path:  # checked now, from metadata, before anything is written
     init_plan = stages.plan(setup.abstract_state, config.init_from)
-  workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-  checkpointer = Checkpointer(workdir / "checkpoints", every_steps=config.checkpoint_every_steps,
-                              keep=config.keep_checkpoints)
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    state = checkpointer.restore(latest, setup.abstract_state)
-    logging.info("resumed from step %d of %s", latest, checkpointer.directory)
-  else:
-    state = initial_state(setup)
-    if init_plan is not None:
-      state = stages.load(state, setup.abstract_state, init_plan)
-      logging.info("initialised %d arrays from %s", len(init_plan.mapping), init_plan.directory)
-  start_step = int(jax.device_get(state.step))
 
-  # ---- Steps -------------------------------------------------------------------------------------
-  train_step, eval_step = compile_steps(setup, config.grad_accum_steps)
+  with contextlib.ExitStack() as cleanup:  # closed in reverse order, also on errors and preemption
+    # ---- State: resume from the latest checkpoint, or initialise (from another run's if asked) ----
+    cleanup.callback(claim_workdir(workdir, jax.process_index()).close)  # one run per workdir
+    if jax.process_index() == 0:
+      (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    checkpointer = Checkpointer(workdir / "checkpoints", every_steps=config.checkpoint_every_steps,
+                                keep=config.keep_checkpoints)
+    cleanup.callback(checkpointer.close)
+    latest = checkpointer.latest_step()
+    if latest is not None:
+      state = checkpointer.restore(latest, setup.abstract_state)
+      logging.info("resumed from step %d of %s", latest, checkpointer.directory)
+    else:
+      state = initial_state(setup)
+      if init_plan is not None:
+        state = stages.load(state, setup.abstract_state, init_plan)
+        logging.info("initialised %d arrays from %s", len(init_plan.mapping), init_plan.directory)
+    start_step = int(jax.device_get(state.step))
 
-  # ---- Loop --------------------------------------------------------------------------------------
-  writer = MetricWriter(workdir, resume_step=start_step)
-  progress = Progress(total_steps=total_steps, start_step=start_step, batch_size=config.batch_size)
-  if latest is not None:
-    progress.write(f"resumed from step {latest} of {checkpointer.directory}")
-  batches = data.train_batches(config.dataset, local_batch_size=config.batch_size // jax.process_count(),
-                               seed=config.seed, start_step=start_step)
-  kill_at = int(os.environ.get(_KILL_AT_STEP_ENV, -1))
-  history, eval_metrics = [], {}
-  window_start, window_time = start_step, time.perf_counter()
-  for step in range(start_step + 1, total_steps + 1):
-    if step == kill_at:
-      os.kill(os.getpid(), signal.SIGKILL)
-    state, metrics = train_step(state, to_global(next(batches), batch_sharding))
-    history.append(metrics)
-    scalars = None
-    if step % config.log_every_steps == 0 or step == total_steps:
-      scalars = {("lr" if k == "lr" else f"train/{k}"): v for k, v in _mean_scalars(history).items()}
-      history = []
-      # Fetching the metrics waited for the device, so this is throughput, not dispatch rate. The
-      # first window after (re)start includes compilation.
-      now = time.perf_counter()
-      scalars["perf/steps_per_sec"] = (step - window_start) / (now - window_time)
-      scalars["perf/images_per_sec"] = scalars["perf/steps_per_sec"] * config.batch_size
-      writer.write(step, scalars)
-    if step % config.eval_every_steps == 0 or step == total_steps:
+    # ---- Steps -----------------------------------------------------------------------------------
+    train_step, eval_step = compile_steps(setup, config.grad_accum_steps)
+
+    # ---- Loop ------------------------------------------------------------------------------------
+    writer = MetricWriter(workdir, resume_step=start_step)
+    cleanup.callback(writer.close)
+    progress = Progress(total_steps=total_steps, start_step=start_step, batch_size=config.batch_size)
+    cleanup.callback(progress.close)
+    if latest is not None:
+      progress.write(f"resumed from step {latest} of {checkpointer.directory}")
+    preemption = PreemptionWatch()
+    cleanup.callback(preemption.close)
+    batches = data.train_batches(config.dataset, local_batch_size=config.batch_size // jax.process_count(),
+                                 seed=config.seed, start_step=start_step)
+    kill_at = int(os.environ.get(_KILL_AT_STEP_ENV, -1))
+    history, eval_metrics = [], {}
+    window_start, window_time = start_step, time.perf_counter()
+    for step in range(start_step + 1, total_steps + 1):
+      if step == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+      state, metrics = train_step(state, to_global(next(batches), batch_sharding))
+      history.append(metrics)
+      scalars = None
+      if step % config.log_every_steps == 0 or step == total_steps:
+        scalars = {("lr" if k == "lr" else f"train/{k}"): v for k, v in _mean_scalars(history).items()}
+        history = []
+        # Fetching the metrics waited for the device, so this is throughput, not dispatch rate.
+        # The first window after (re)start includes compilation.
+        now = time.perf_counter()
+        scalars["perf/steps_per_sec"] = (step - window_start) / (now - window_time)
+        scalars["perf/images_per_sec"] = scalars["perf/steps_per_sec"] * config.batch_size
+        writer.write(step, scalars)
+      if step % config.eval_every_steps == 0 or step == total_steps:
+        eval_metrics = evaluate_all(eval_step, state, config, batch_sharding)
+        writer.write(step, eval_metrics)
+        scalars = {**(scalars or {}), **eval_metrics}
+      if scalars is not None:  # restart the throughput window after logging and eval
+        window_start, window_time = step, time.perf_counter()
+      stop = preemption.should_stop(step)
+      checkpointer.maybe_save(step, state, force=stop or step == total_steps)
+      progress.update(step, scalars)
+      if stop:
+        raise Preempted(step, checkpointer.directory)
+
+    if not eval_metrics:  # resumed at the end: nothing was trained, still report the result
       eval_metrics = evaluate_all(eval_step, state, config, batch_sharding)
-      writer.write(step, eval_metrics)
-      scalars = {**(scalars or {}), **eval_metrics}
-    if scalars is not None:  # restart the throughput window after logging and eval
-      window_start, window_time = step, time.perf_counter()
-    checkpointer.maybe_save(step, state, force=step == total_steps)
-    progress.update(step, scalars)
-
-  if not eval_metrics:  # resumed at the end: nothing was trained, still report the result
-    eval_metrics = evaluate_all(eval_step, state, config, batch_sharding)
-  checkpointer.close()
-  writer.close()
-  progress.close()
-  return eval_metrics
+    return eval_metrics

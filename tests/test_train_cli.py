@@ -124,3 +124,37 @@ def test_two_processes_train_one_model(tmp_path, data_dir):
   losses = _losses(workdir)
   assert len(losses) == 30 and losses[-1] < losses[0]
   assert (workdir / "checkpoints" / "30").is_dir()
+
+
+def _wait_for_step(workdir, step, proc, timeout=300):
+  import time  # pylint: disable=import-outside-toplevel
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    path = workdir / "metrics.jsonl"
+    if path.exists() and any(r["step"] >= step for r in read_jsonl(path)):
+      return
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    time.sleep(0.2)
+  raise TimeoutError(f"no step {step} in {workdir}")
+
+
+def test_sigterm_saves_and_exits_then_resumes_and_lock_refuses_a_second_run(tmp_path, data_dir):
+  workdir = tmp_path / "preempted"
+  args = ("--config.total_steps=1000", "--config.log_every_steps=10", "--config.checkpoint_every_steps=5000",
+          "--config.eval_every_steps=5000")
+  first = start(QUICKSTART, workdir, *args, data_dir=data_dir)
+  _wait_for_step(workdir, 30, first)
+  # A second run on the same workdir is refused while the first holds it.
+  code, out, err = run(QUICKSTART, workdir, *args, data_dir=data_dir)
+  assert code == 2 and err.strip().startswith("error: workdir") and "in use by another run" in err, err
+  first.send_signal(signal.SIGTERM)
+  out, err = first.communicate(timeout=300)
+  assert first.returncode == 0, err[-3000:]
+  saved = int(out.split("preempted: saved step ")[1].split()[0])
+  assert 30 <= saved < 1000
+  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())[-1] == saved
+  code, out, err = run(QUICKSTART, workdir, *args, data_dir=data_dir)
+  assert code == 0, err[-3000:]
+  assert f"resumed from step {saved}" in err + out
+  steps = [r["step"] for r in read_jsonl(workdir / "metrics.jsonl") if "train/loss" in r]
+  assert steps == sorted(set(steps)) and steps[-1] == 1000
