@@ -75,8 +75,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.weight_decay_exclude_1d = True
   c.optim.weight_decay_exclude = ()
   # Weight averaging chained after the optimizer: none, ema, sema or swa, with its keywords
-  # (sema: momentum, switch_every or switch_every_epochs, warmup_steps).
-  c.optim.averaging = ml_collections.ConfigDict({"name": "none", "hparams": ml_collections.ConfigDict()})
+  # (sema: momentum, switch_every or switch_every_epochs, warmup_steps). Batch statistics are
+  # averaged (and switched) alongside unless average_model_state is False.
+  c.optim.averaging = ml_collections.ConfigDict(
+      {"name": "none", "hparams": ml_collections.ConfigDict(), "average_model_state": True})
   return c
 
 

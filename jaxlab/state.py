@@ -22,6 +22,8 @@ class TrainState(struct.PyTreeNode):
   model_state: dict  # other mutable module variables (batch statistics, codebook EMAs, ...)
   opt_state: optax.OptState
   rng: jax.Array  # uint32[2] base key; each step folds in its step number
+  # With weight averaging: the same average of `model_state` (batch statistics), else None.
+  averaged_model_state: dict | None = None
 
 
 def step_rng(state: TrainState) -> jax.Array:

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxlab.optim.averaging import average_like_params
 from jaxlab.state import ModelGraph, TrainState, step_rng
 from jaxlab.tasks.base import Batch, Task
 
@@ -57,9 +58,12 @@ def make_train_step(task: Task, graph: ModelGraph, tx: optax.GradientTransformat
 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    averaged_model_state = state.averaged_model_state
+    if averaged_model_state is not None:  # follows the params' average (and SEMA's switch)
+      averaged_model_state, model_state = average_like_params(opt_state, averaged_model_state, model_state)
     metrics = {**metrics, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
     new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
-                              opt_state=opt_state)
+                              opt_state=opt_state, averaged_model_state=averaged_model_state)
     return new_state, metrics
 
   return train_step

@@ -140,10 +140,14 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
 
   abstract_model = nnx.eval_shape(build_model)
 
+  averaging = config.optim.averaging
+  average_model_state = averaging.name != "none" and averaging.get("average_model_state", True)
+
   def init_state() -> TrainState:
     params, model_state = ModelGraph.state_of(build_model())
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                      opt_state=tx.init(params), rng=state_key)
+                      opt_state=tx.init(params), rng=state_key,
+                      averaged_model_state=model_state if average_model_state else None)
 
   # ---- Shardings ---------------------------------------------------------------------------------
   abstract_state = jax.eval_shape(init_state)
@@ -154,7 +158,8 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
       step=replicated, params=param_shardings,
       model_state=jax.tree.map(lambda _: replicated, abstract_state.model_state),
       opt_state=sharding.opt_state_sharding(tx, abstract_state.opt_state, param_shardings, mesh),
-      rng=replicated)
+      rng=replicated,
+      averaged_model_state=jax.tree.map(lambda _: replicated, abstract_state.averaged_model_state))
   abstract_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                                 abstract_state, state_sharding)
   return Setup(mesh, sharding.batch_sharding(mesh), info, total_steps, task, tx, schedule,
@@ -171,7 +176,9 @@ def evaluate_all(eval_step, state, config, batch_sharding) -> dict[str, float]:
   metrics = evaluate(eval_step, state, config, batch_sharding)
   average = optim.averaged_params(state.opt_state)
   if average is not None:
-    ema_metrics = evaluate(eval_step, state.replace(params=average), config, batch_sharding)
+    model_state = state.model_state if state.averaged_model_state is None else state.averaged_model_state
+    ema_metrics = evaluate(eval_step, state.replace(params=average, model_state=model_state), config,
+                           batch_sharding)
     metrics.update({k.replace("eval/", "eval_ema/"): v for k, v in ema_metrics.items()})
   return metrics
 

@@ -55,3 +55,25 @@ def test_training_with_sema_reports_both_evaluations(tmp_path):
   result = trainer.train_and_evaluate(config, tmp_path / "run")
   assert {"eval/accuracy", "eval_ema/accuracy", "eval/loss", "eval_ema/loss"} <= set(result)
   assert result["eval/accuracy"] != result["eval_ema/accuracy"] or result["eval/loss"] != result["eval_ema/loss"]
+
+
+def test_sema_switches_batch_statistics_with_the_weights():
+  config = _sema_config()
+  config.mesh.data, config.optim.warmup_steps = 8, 0
+  setup = trainer.build(config)
+  state = trainer.initial_state(setup)
+  train_step, _ = trainer.compile_steps(setup)
+  rng = np.random.default_rng(0)
+  average = jax.tree.map(np.asarray, state.averaged_model_state)
+  for step in range(1, 6):
+    batch = {"image": rng.normal(size=(config.batch_size, 8, 8, 1)).astype(np.float32),
+             "label": rng.integers(0, 10, config.batch_size).astype(np.int32)}
+    state, _ = train_step(state, trainer.to_global(batch, setup.batch_sharding))
+    if step < 5:  # EMA with momentum 0.9 of the statistics the step produced
+      average = jax.tree.map(lambda a, v: 0.9 * a + 0.1 * np.asarray(v), average, state.model_state)
+      chex.assert_trees_all_close(state.averaged_model_state, average, rtol=1e-5, atol=1e-6)
+      assert not np.allclose(state.params["head"]["kernel"], optim.averaged_params(state.opt_state)["head"]["kernel"])
+  # Step 5 switches: weights and their statistics both become the averages.
+  # (The switch is an update a - p added to p: equal up to float32 rounding.)
+  chex.assert_trees_all_close(state.params, optim.averaged_params(state.opt_state), rtol=1e-6, atol=1e-9)
+  chex.assert_trees_all_equal(state.model_state, state.averaged_model_state)

@@ -21,6 +21,23 @@ import optax
 class AveragingState(NamedTuple):
   count: jax.Array  # updates seen
   averaged_params: optax.Params  # shaped like the params (sharded like them too)
+  # How the last update moved the average, so that the train step can average non-parameter
+  # model state (batch statistics) the same way: average += weight * (value - average), and
+  # whether the params were switched to the average.
+  last_weight: jax.Array
+  switched: jax.Array
+
+
+def average_like_params(opt_state: Any, average: Any, value: Any) -> tuple[Any, Any]:
+  """(new average, new value) of other model state, following the params' last averaging step.
+
+  Batch statistics belong to the weights they were computed with: an EMA of the weights is
+  evaluated with an EMA of the statistics, and SEMA switches both.
+  """
+  state = _find(opt_state)
+  new_average = jax.tree.map(lambda a, v: (a + state.last_weight * (v - a)).astype(a.dtype), average, value)
+  new_value = jax.tree.map(lambda a, v: jnp.where(state.switched, a, v), new_average, value)
+  return new_average, new_value
 
 
 def _ema_momentum(momentum: float, warmup_steps: int, count: jax.Array) -> jax.Array:
@@ -31,8 +48,8 @@ def _ema_momentum(momentum: float, warmup_steps: int, count: jax.Array) -> jax.A
 
 
 def _init(params) -> AveragingState:
-  return AveragingState(count=jnp.zeros((), jnp.int32),
-                        averaged_params=jax.tree.map(jnp.array, params))
+  return AveragingState(count=jnp.zeros((), jnp.int32), averaged_params=jax.tree.map(jnp.array, params),
+                        last_weight=jnp.zeros((), jnp.float32), switched=jnp.zeros((), bool))
 
 
 def _ema_transform(momentum: float, warmup_steps: int, switch_every: int | None) -> optax.GradientTransformation:
@@ -45,12 +62,13 @@ def _ema_transform(momentum: float, warmup_steps: int, switch_every: int | None)
     average = jax.tree.map(lambda a, p: (m * a + (1.0 - m) * p).astype(a.dtype),
                            state.averaged_params, new_params)
     count = state.count + 1
+    switch = jnp.zeros((), bool)
     if switch_every:
       switch = count % switch_every == 0
       # At a switch the update moves the params onto the EMA instead of to `new_params`.
       updates = jax.tree.map(lambda u, a, p: jnp.where(switch, (a - p).astype(u.dtype), u),
                              updates, average, params)
-    return updates, AveragingState(count, average)
+    return updates, AveragingState(count, average, 1.0 - m, switch)
 
   return optax.GradientTransformation(_init, update)
 
@@ -83,15 +101,20 @@ def swa(start_step: int = 0, every: int = 1) -> optax.GradientTransformation:
     weight = jnp.where(take, 1.0 / jnp.maximum(taken, 1), 0.0)
     average = jax.tree.map(lambda a, p: (a + weight * (p - a)).astype(a.dtype),
                            state.averaged_params, new_params)
-    return updates, AveragingState(count, average)
+    return updates, AveragingState(count, average, weight.astype(jnp.float32), jnp.zeros((), bool))
 
   return optax.GradientTransformation(_init, update)
 
 
-def averaged_params(opt_state: Any) -> optax.Params | None:
-  """The averaged parameters kept by an `ema`/`sema`/`swa` anywhere in an optimizer's state."""
+def _find(opt_state: Any) -> AveragingState | None:
   found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, AveragingState))
            if isinstance(s, AveragingState)]
   if len(found) > 1:
     raise ValueError(f"the optimizer state holds {len(found)} weight averages; expected one")
-  return found[0].averaged_params if found else None
+  return found[0] if found else None
+
+
+def averaged_params(opt_state: Any) -> optax.Params | None:
+  """The averaged parameters kept by an `ema`/`sema`/`swa` anywhere in an optimizer's state."""
+  state = _find(opt_state)
+  return None if state is None else state.averaged_params
