@@ -38,6 +38,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = config_dict.placeholder(int)  # default: batch_size
   c.grad_accum_steps = 1  # microbatches per optimizer update
   c.compute_dtype = "float32"  # params stay float32; activations in this dtype
+  # A non-finite loss or gradient drops that update; then "stop" (naming the step) or "skip" (go
+  # on; logged as train/skipped). No checkpoint is ever written after an update that stops.
+  c.nonfinite = "stop"
 
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   c.sharding = ml_collections.ConfigDict()
@@ -148,6 +151,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
   _check_name("config.optim.averaging.name", config.optim.averaging.name, optim.available_averaging())
   _check_name("config.task.name", config.task.name, tasks.available())
   _check_name("config.compute_dtype", config.compute_dtype, list(COMPUTE_DTYPES))
+  _check_name("config.nonfinite", config.nonfinite, ["skip", "stop"])
   try:
     data.check_dataset_name(config.dataset.name)
   except ValueError as e:

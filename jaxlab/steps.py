@@ -61,7 +61,16 @@ def make_train_step(task: Task, graph: ModelGraph, tx: optax.GradientTransformat
     averaged_model_state = state.averaged_model_state
     if averaged_model_state is not None:  # follows the params' average (and SEMA's switch)
       averaged_model_state, model_state = average_like_params(opt_state, averaged_model_state, model_state)
-    metrics = {**metrics, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
+    grad_norm = optax.tree.norm(grads)
+    # A non-finite loss or gradient never reaches the state: that update is dropped (and counted;
+    # the trainer stops or goes on, by config). The step counter still advances past the batch.
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+    updated = (params, model_state, opt_state, averaged_model_state)
+    kept = (state.params, state.model_state, state.opt_state, state.averaged_model_state)
+    params, model_state, opt_state, averaged_model_state = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old), updated, kept)
+    metrics = {**metrics, "grad_norm": grad_norm, "lr": schedule(state.step),
+               "skipped": 1.0 - finite.astype(jnp.float32)}
     new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
                               opt_state=opt_state, averaged_model_state=averaged_model_state)
     return new_state, metrics

@@ -66,6 +66,9 @@ def main(argv: list[str]) -> None:
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
   except (stages.InitFromError, WorkdirError) as e:  # found before anything is written
     _fail(str(e))
+  except trainer.NonFiniteError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
   except trainer.Preempted as e:
     if jax.process_index() == 0:
       print(e)

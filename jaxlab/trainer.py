@@ -71,9 +71,26 @@ def to_global(batch: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.Arr
   return {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()}
 
 
-def _mean_scalars(history: list[dict]) -> dict[str, float]:
+class NonFiniteError(RuntimeError):
+  """A non-finite loss or gradient with `config.nonfinite = 'stop'`."""
+
+
+def _window_scalars(history: list[dict]) -> dict[str, float]:
+  """Means over the logging window; `skipped` (non-finite updates) is a count."""
   history = jax.device_get(history)
-  return {k: float(np.mean([h[k] for h in history])) for k in history[0]}
+  scalars = {k: float(np.mean([h[k] for h in history])) for k in history[0]}
+  scalars["skipped"] = float(sum(h["skipped"] for h in history))
+  return scalars
+
+
+def _check_finite(history: list[dict], first_step: int, mode: str) -> None:
+  """With mode 'stop': raise at the first dropped (non-finite) update since `first_step`."""
+  if mode != "stop":
+    return
+  for offset, skipped in enumerate(jax.device_get([h["skipped"] for h in history])):
+    if skipped:
+      raise NonFiniteError(f"non-finite loss or gradient at step {first_step + offset}: the update "
+                           "was dropped and training stopped (config.nonfinite='skip' goes on)")
 
 
 def compile_steps(setup: Setup, grad_accum_steps: int = 1):
@@ -229,7 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     batches = data.train_batches(config.dataset, local_batch_size=config.batch_size // jax.process_count(),
                                  seed=config.seed, start_step=start_step)
     kill_at = int(os.environ.get(_KILL_AT_STEP_ENV, -1))
-    history, eval_metrics = [], {}
+    history, history_start, eval_metrics = [], start_step, {}
     window_start, window_time = start_step, time.perf_counter()
     for step in range(start_step + 1, total_steps + 1):
       if step == kill_at:
@@ -237,9 +254,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       state, metrics = train_step(state, to_global(next(batches), batch_sharding))
       history.append(metrics)
       scalars = None
+      save_due = step % config.checkpoint_every_steps == 0 or step == total_steps
+      if save_due:  # never save past an update that should have stopped the run
+        _check_finite(history, history_start + 1, config.nonfinite)
       if step % config.log_every_steps == 0 or step == total_steps:
-        scalars = {("lr" if k == "lr" else f"train/{k}"): v for k, v in _mean_scalars(history).items()}
-        history = []
+        _check_finite(history, history_start + 1, config.nonfinite)
+        scalars = {("lr" if k == "lr" else f"train/{k}"): v for k, v in _window_scalars(history).items()}
+        history, history_start = [], step
         # Fetching the metrics waited for the device, so this is throughput, not dispatch rate.
         # The first window after (re)start includes compilation.
         now = time.perf_counter()

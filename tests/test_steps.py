@@ -125,3 +125,16 @@ def test_eval_step_sums_only_real_examples():
   first_half = eval_step(state, {k: v[:4] for k, v in _batch(8).items()})
   np.testing.assert_allclose(half["loss"], first_half["loss"], rtol=1e-5)
   np.testing.assert_allclose(half["accuracy"], first_half["accuracy"])
+
+
+def test_non_finite_update_is_dropped_and_counted():
+  graph, tx, state = _setup(TinyMLP(nnx.Rngs(1)))
+  step = jax.jit(steps.make_train_step(Classification(), graph, tx, optax.constant_schedule(0.1)))
+  good, metrics = step(state, _batch())
+  assert float(metrics["skipped"]) == 0.0
+  bad_batch = _batch()
+  bad_batch["image"][0, 0, 0, 0] = np.nan
+  after, metrics = step(good, bad_batch)
+  assert float(metrics["skipped"]) == 1.0 and int(after.step) == 2
+  chex.assert_trees_all_equal(after.params, good.params)
+  chex.assert_trees_all_equal(after.opt_state, good.opt_state)

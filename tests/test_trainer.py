@@ -77,3 +77,33 @@ def test_sema_switches_batch_statistics_with_the_weights():
   # (The switch is an update a - p added to p: equal up to float32 rounding.)
   chex.assert_trees_all_close(state.params, optim.averaged_params(state.opt_state), rtol=1e-6, atol=1e-9)
   chex.assert_trees_all_equal(state.model_state, state.averaged_model_state)
+
+
+def _diverging_config(mode):
+  config = load_config_file("configs/quickstart.py")
+  config.optim.lr, config.optim.warmup_steps, config.nonfinite = 1e12, 0, mode
+  config.total_steps, config.log_every_steps, config.checkpoint_every_steps = 12, 4, 2
+  config.eval_every_steps = 12
+  return config
+
+
+def test_non_finite_stop_names_the_step_and_saves_nothing_after_it(tmp_path):
+  import pytest  # pylint: disable=import-outside-toplevel
+  with pytest.raises(trainer.NonFiniteError, match=r"non-finite loss or gradient at step (\d+)") as e:
+    trainer.train_and_evaluate(_diverging_config("stop"), tmp_path)
+  bad_step = int(str(e.value).split("at step ")[1].split(":")[0])
+  saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+  assert all(s < bad_step for s in saved), (saved, bad_step)
+
+
+def test_non_finite_skip_goes_on_and_counts(tmp_path):
+  config = _diverging_config("skip")
+  trainer.train_and_evaluate(config, tmp_path)
+  from jaxlab.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
+  from jaxlab.metrics.writers import read_jsonl  # pylint: disable=import-outside-toplevel
+  skipped = sum(r.get("train/skipped", 0) for r in read_jsonl(tmp_path / "metrics.jsonl"))
+  assert skipped > 0
+  checkpointer = Checkpointer(tmp_path / "checkpoints", every_steps=1, keep=1)
+  final = checkpointer.restore(12, trainer.build(config).abstract_state)
+  checkpointer.close()
+  assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(final.params))
