@@ -100,8 +100,8 @@ that shows as slower convergence and a lower final accuracy; the paper's gains a
 full schedules (hundreds of epochs) where the slowdown is absorbed. Batch statistics are averaged
 and switched with the weights (`average_model_state`, the default; the authors' hook averages
 parameters only unless `full_params_ema`). This is the algorithm as the paper states it, switching
-once per epoch; the authors' released hook also has an iteration-based variant. A CIFAR-100 run of
-`configs/sema_digits.py`'s three variants on an accelerator is the comparison that matters.
+once per epoch; the authors' released hook also has an iteration-based variant. The comparison
+that matters is the same three variants on the paper's CIFAR-100 recipe, on an accelerator.
 """, encoding="utf-8")
   print((docs / "sema.md").read_text())
 
