@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import pathlib
 
+import jax
 import orbax.checkpoint as ocp
 from flax import serialization
 
 from jaxlab.state import TrainState
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint in the directory can be read; the message names it."""
 
 
 class Checkpointer:
@@ -45,6 +50,34 @@ class Checkpointer:
     target = serialization.to_state_dict(abstract_state)
     restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
     return serialization.from_state_dict(abstract_state, restored)
+
+  def restore_latest(self, abstract_state: TrainState, report=print) -> TrainState | None:
+    """The newest checkpoint that reads back whole; a damaged one is named and skipped.
+
+    (Orbax never lists a save that did not finish: it writes to a temporary directory and
+    renames it at the end.) Returns None when there is no checkpoint at all.
+    """
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    for step in steps:
+      try:
+        return self.restore(step, abstract_state)
+      except Exception as e:  # pylint: disable=broad-except  # any read failure means damaged
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        kept = self._set_aside(step)
+        report(f"checkpoint {self.directory / str(step)} is damaged ({type(e).__name__}: "
+               f"{reason[:200]}); moved to {kept}, falling back to the previous one")
+    if steps:
+      raise CheckpointError(f"no readable checkpoint in {self.directory} (tried steps "
+                            f"{', '.join(map(str, steps))}); move them away to start afresh")
+    return None
+
+  def _set_aside(self, step: int) -> pathlib.Path:
+    """Renames a damaged step out of Orbax's view (kept for inspection, never deleted)."""
+    kept = self.directory / f"damaged-{step}"
+    if jax.process_index() == 0:
+      (self.directory / str(step)).rename(kept)
+    self._manager.reload()
+    return kept
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

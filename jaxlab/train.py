@@ -53,6 +53,7 @@ def main(argv: list[str]) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   from jaxlab import config as config_lib  # pylint: disable=import-outside-toplevel
   from jaxlab import stages, trainer  # pylint: disable=import-outside-toplevel
+  from jaxlab.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
   from jaxlab.workdir import WorkdirError  # pylint: disable=import-outside-toplevel
 
   if _MULTIHOST.value:
@@ -64,7 +65,7 @@ def main(argv: list[str]) -> None:
     _fail(str(e))
   try:
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
-  except (stages.InitFromError, WorkdirError) as e:  # found before anything is written
+  except (stages.InitFromError, WorkdirError, CheckpointError) as e:  # before anything is written
     _fail(str(e))
   except trainer.NonFiniteError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import pathlib
 import signal
+import sys
 import threading
 import time
 from typing import Callable
@@ -69,6 +70,11 @@ class PreemptionWatch:
 def to_global(batch: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
   """Per-process numpy batch -> global jax.Arrays split over the batch axes of the mesh."""
   return {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()}
+
+
+def _warn(message: str) -> None:
+  if jax.process_index() == 0:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 class NonFiniteError(RuntimeError):
@@ -220,11 +226,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     checkpointer = Checkpointer(workdir / "checkpoints", every_steps=config.checkpoint_every_steps,
                                 keep=config.keep_checkpoints)
     cleanup.callback(checkpointer.close)
-    latest = checkpointer.latest_step()
-    if latest is not None:
-      state = checkpointer.restore(latest, setup.abstract_state)
-      logging.info("resumed from step %d of %s", latest, checkpointer.directory)
-    else:
+    state = checkpointer.restore_latest(setup.abstract_state, report=_warn)
+    latest = None if state is None else int(jax.device_get(state.step))
+    if state is None:
       state = initial_state(setup)
       if init_plan is not None:
         state = stages.load(state, setup.abstract_state, init_plan)

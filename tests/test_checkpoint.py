@@ -53,3 +53,30 @@ def test_restore_onto_another_mesh(saved, mesh):
     assert leaf.sharding.is_equivalent_to(target.sharding, leaf.ndim)
   if mesh == "2x2x2":  # tensor rules apply on this mesh: some kernels are split over `tensor`
     assert any("tensor" in str(l.sharding.spec) for l in jax.tree.leaves(restored.params))
+
+
+def _short_run_config(total_steps):
+  config = load_config_file("configs/quickstart.py")
+  config.total_steps, config.checkpoint_every_steps, config.keep_checkpoints = total_steps, 10, 5
+  config.log_every_steps, config.eval_every_steps = 10, total_steps
+  return config
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_damaged_checkpoint_is_named_set_aside_and_the_previous_one_used(tmp_path, capsys, damage):
+  trainer.train_and_evaluate(_short_run_config(30), tmp_path)
+  files = [p for p in (tmp_path / "checkpoints" / "30").rglob("*") if p.is_file() and p.stat().st_size > 0]
+  data_files = [p for p in files if "ocdbt" in str(p) and "/d/" in str(p)]
+  assert data_files, files
+  for path in data_files:
+    if damage == "truncate":
+      path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+      path.unlink()
+  capsys.readouterr()
+  trainer.train_and_evaluate(_short_run_config(40), tmp_path)
+  out, err = capsys.readouterr()
+  assert f"checkpoint {tmp_path / 'checkpoints' / '30'} is damaged" in err, err
+  assert "resumed from step 20" in out + err
+  assert (tmp_path / "checkpoints" / "damaged-30").is_dir()  # kept, not deleted
+  assert (tmp_path / "checkpoints" / "40").is_dir()
