@@ -18,6 +18,15 @@ MESH_AXES = ("data", "fsdp", "tensor")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
+# Registered optimizers that need more from the train step than a gradient; usable through
+# `jaxlab.optim.create` in a custom step, not yet from a training config.
+_NOT_IN_TRAINER = {
+    "sophia": "needs Hessian estimates from the train step (see jaxlab/optim/research_optimizers.py)",
+    "schedule_free_adamw": "needs its averaged iterate for evaluation "
+                           "(see schedule_free_eval_params in jaxlab/optim/recent_optimizers.py)",
+}
+
+
 class ConfigError(ValueError):
   """A config that cannot run; the message is one line naming the key and the valid choices."""
 
@@ -182,6 +191,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     raise ConfigError(f"config.num_epochs must be positive, got {config.num_epochs}")
   if config.optim.lr < 0:
     raise ConfigError(f"config.optim.lr must be >= 0, got {config.optim.lr}")
+  if config.optim.name in _NOT_IN_TRAINER:
+    raise ConfigError(f"config.optim.name '{config.optim.name}' is not supported by the trainer yet: "
+                      f"it {_NOT_IN_TRAINER[config.optim.name]}")
   if "lr" in config.optim.hparams:
     raise ConfigError("set the learning rate with config.optim.lr, not config.optim.hparams.lr")
   try:
@@ -193,7 +205,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     try:
       stages.resolve_checkpoint(config.init_from.path, config.init_from.step)
     except stages.InitFromError as e:
-      raise ConfigError(str(e)) from None
+      raise ConfigError(f"config.init_from.path: {e}") from None
   for rule in config.sharding.rules:
     if len(rule) != 2 or rule[1] not in MESH_AXES:
       raise ConfigError(f"config.sharding.rules entry {rule} must be (logical_name, mesh_axis) "

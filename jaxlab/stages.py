@@ -42,11 +42,11 @@ def resolve_checkpoint(path: str | pathlib.Path, step: int | None = None) -> pat
   root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
   steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
   if not steps:
-    raise InitFromError(f"init_from: no checkpoints in '{path}'")
+    raise InitFromError(f"no checkpoints in '{path}'")
   if step is None:
     step = steps[-1]
   if step not in steps:
-    raise InitFromError(f"init_from: no step {step} in '{root}'; steps: {', '.join(map(str, steps))}")
+    raise InitFromError(f"no step {step} in '{root}'; steps: {', '.join(map(str, steps))}")
   return root / str(step)
 
 

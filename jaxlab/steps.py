@@ -12,31 +12,44 @@ import jax.numpy as jnp
 import optax
 
 from jaxlab.optim.averaging import average_like_params
+from jaxlab.optim.recent_optimizers import sam_gradient
 from jaxlab.state import ModelGraph, TrainState, step_rng
 from jaxlab.tasks.base import Batch, Task
 
 
-def _grads_and_metrics(task: Task, graph: ModelGraph, params, model_state, batch, rng):
-  """Gradients of the task loss for one (micro)batch, the metrics, and the updated model state."""
+def _grads_and_metrics(task: Task, graph: ModelGraph, params, model_state, batch, rng, sam=None):
+  """Gradients of the task loss for one (micro)batch, the metrics, and the updated model state.
+
+  `sam=(rho, adaptive)`: the gradient is SAM's, taken at the perturbed point; metrics and batch
+  statistics come from the pass at `params`.
+  """
 
   def loss_fn(params):
     model = graph.merge(params, model_state, train=True, rng=jax.random.fold_in(rng, 1))
     loss, metrics = task.loss(model, batch, jax.random.fold_in(rng, 0))
     return loss, (metrics, graph.state_of(model)[1])
 
-  (_, (metrics, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  if sam is None:
+    (_, (metrics, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  else:
+    (_, (metrics, new_model_state)), grads = sam_gradient(
+        loss_fn, params, rho=sam[0], adaptive=sam[1], has_aux=True)
   return grads, metrics, new_model_state
 
 
 def make_train_step(task: Task, graph: ModelGraph, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, grad_accum_steps: int = 1) -> Callable:
-  """One optimizer update over the global batch, split into `grad_accum_steps` microbatches."""
+                    schedule: optax.Schedule, grad_accum_steps: int = 1,
+                    sam: tuple[float, bool] | None = None) -> Callable:
+  """One optimizer update over the global batch, split into `grad_accum_steps` microbatches.
+
+  `sam=(rho, adaptive)` takes SAM's gradient (two forward/backward passes) for the optimizer.
+  """
 
   def train_step(state: TrainState, batch: Batch):
     rng = step_rng(state)
     if grad_accum_steps == 1:
       grads, metrics, model_state = _grads_and_metrics(
-          task, graph, state.params, state.model_state, batch, rng)
+          task, graph, state.params, state.model_state, batch, rng, sam)
     else:
       # Microbatch j takes rows j, j+k, j+2k, ...: every device keeps an equal share of each.
       micro = jax.tree.map(
@@ -47,7 +60,7 @@ def make_train_step(task: Task, graph: ModelGraph, tx: optax.GradientTransformat
         grad_sum, model_state = carry
         index, microbatch = inputs
         grads, metrics, model_state = _grads_and_metrics(
-            task, graph, state.params, model_state, microbatch, jax.random.fold_in(rng, index))
+            task, graph, state.params, model_state, microbatch, jax.random.fold_in(rng, index), sam)
         return (jax.tree.map(jnp.add, grad_sum, grads), model_state), metrics
 
       zeros = jax.tree.map(jnp.zeros_like, state.params)

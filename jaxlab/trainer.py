@@ -103,7 +103,8 @@ def compile_steps(setup: Setup, grad_accum_steps: int = 1):
   """The jitted train and eval steps with explicit shardings; the train state is donated."""
   replicated = sharding.replicated(setup.mesh)
   train_step = jax.jit(
-      steps.make_train_step(setup.task, setup.graph, setup.tx, setup.schedule, grad_accum_steps),
+      steps.make_train_step(setup.task, setup.graph, setup.tx, setup.schedule, grad_accum_steps,
+                            setup.sam),
       in_shardings=(setup.state_sharding, setup.batch_sharding),
       out_shardings=(setup.state_sharding, replicated), donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(setup.task, setup.graph),
@@ -137,6 +138,7 @@ class Setup:
   init_state: Callable[[], TrainState]
   abstract_state: TrainState  # jax.ShapeDtypeStruct leaves carrying their target shardings
   state_sharding: TrainState
+  sam: tuple[float, bool] | None = None  # (rho, adaptive) when the optimizer is SAM
 
 
 def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
@@ -185,8 +187,12 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
       averaged_model_state=jax.tree.map(lambda _: replicated, abstract_state.averaged_model_state))
   abstract_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                                 abstract_state, state_sharding)
+  sam = None
+  if config.optim.name == "sam":  # SAM changes how the gradient is taken, not only the update
+    sam_hparams = {**optim.entry("sam").defaults, **config.optim.hparams}
+    sam = (float(sam_hparams["rho"]), bool(sam_hparams["adaptive"]))
   return Setup(mesh, sharding.batch_sharding(mesh), info, total_steps, task, tx, schedule,
-               ModelGraph.of(abstract_model), init_state, abstract_state, state_sharding)
+               ModelGraph.of(abstract_model), init_state, abstract_state, state_sharding, sam)
 
 
 def initial_state(setup: Setup) -> TrainState:

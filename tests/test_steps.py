@@ -58,7 +58,7 @@ class JitVariantsTest(chex.TestCase):
     chex.assert_trees_all_equal_structs(before, state.model_state)
     # Batch statistics are carried out of the step, not lost.
     assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.model_state)))
-    self.assertEqual(set(metrics), {"loss", "accuracy", "grad_norm", "lr"})
+    self.assertEqual(set(metrics), {"loss", "accuracy", "grad_norm", "lr", "skipped"})
 
 
 def test_jit_and_no_jit_give_the_same_state():
@@ -138,3 +138,21 @@ def test_non_finite_update_is_dropped_and_counted():
   assert float(metrics["skipped"]) == 1.0 and int(after.step) == 2
   chex.assert_trees_all_equal(after.params, good.params)
   chex.assert_trees_all_equal(after.opt_state, good.opt_state)
+
+
+def test_sam_step_uses_the_gradient_at_the_perturbed_point():
+  from jaxlab.optim.recent_optimizers import sam_perturbation  # pylint: disable=import-outside-toplevel
+  graph, tx, state = _setup(TinyMLP(nnx.Rngs(1)), optax.sgd(1.0))
+  batch = _batch()
+  plain_step = jax.jit(steps.make_train_step(Classification(), graph, tx, optax.constant_schedule(1.0)))
+  sam_step = jax.jit(steps.make_train_step(Classification(), graph, tx, optax.constant_schedule(1.0),
+                                           sam=(0.05, False)))
+  plain, _ = plain_step(state, batch)
+  grads = jax.tree.map(jnp.subtract, state.params, plain.params)  # sgd(1.0): the update is -grad
+  perturbed = jax.tree.map(jnp.add, state.params, sam_perturbation(grads, state.params, 0.05))
+  expected, _ = plain_step(state.replace(params=perturbed), batch)  # gradient at w + e_w ...
+  expected_grads = jax.tree.map(jnp.subtract, perturbed, expected.params)
+  new, metrics = sam_step(state, batch)
+  chex.assert_trees_all_close(jax.tree.map(jnp.subtract, state.params, new.params), expected_grads,
+                              rtol=1e-5, atol=1e-6)  # ... applied at w
+  np.testing.assert_allclose(metrics["loss"], plain_step(state, batch)[1]["loss"], rtol=1e-6)

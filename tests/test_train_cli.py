@@ -29,7 +29,7 @@ BAD_INPUTS = [
     (("--config.mesh.data=3",), "needs 3 devices but 8 are available"),
     (("--config.model.name=resnet9000",), "unknown model 'resnet9000'; valid:"),
     (("--config.dataset.name=nosuchdata",), "unknown dataset 'nosuchdata'"),
-    (("--config.optim.name=adamx",), "unknown config.optim.name 'adamx'; valid: adamw, sgd"),
+    (("--config.optim.name=adamx",), "unknown config.optim.name 'adamx'; valid: adabelief, adabound, adadelta"),
 ]
 
 

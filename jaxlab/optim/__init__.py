@@ -4,3 +4,8 @@ from jaxlab.optim.averaging import averaged_params, ema, sema, swa
 from jaxlab.optim.build import available_averaging, build, weight_decay_labels
 from jaxlab.optim.registry import available, check_hparams, create, entry, register
 from jaxlab.optim.schedules import available_schedules, make_schedule
+# Importing the optimizer modules registers them.
+from jaxlab.optim import recent_optimizers  # noqa: F401  schedule-free AdamW, Prodigy, SOAP, SAM
+from jaxlab.optim import research_optimizers  # noqa: F401  Adan, NovoGrad, Adafactor, AdaBound, SophiaG, Adopt
+from jaxlab.optim import timm_optimizers  # noqa: F401  SGDP, AdamP, Lamb, Lars, Lion, AdaBelief
+from jaxlab.optim import torch_optimizers  # noqa: F401  the torch.optim classes

@@ -56,16 +56,3 @@ def create(name: str, **hparams) -> optax.GradientTransformation:
   found = entry(name)
   return found.build(**{**found.defaults, **hparams})
 
-
-@register("sgd", reference="torch.optim.SGD", lr=1e-3, momentum=0.0, weight_decay=0.0,
-          nesterov=False)
-def _sgd(lr, momentum, weight_decay, nesterov):
-  # PyTorch adds the L2 term to the gradient before momentum; so does this chain.
-  return optax.chain(optax.add_decayed_weights(weight_decay),
-                     optax.sgd(lr, momentum=momentum or None, nesterov=nesterov))
-
-
-@register("adamw", reference="torch.optim.AdamW", lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-          weight_decay=1e-2)
-def _adamw(lr, betas, eps, weight_decay):
-  return optax.adamw(lr, b1=betas[0], b2=betas[1], eps=eps, weight_decay=weight_decay)

@@ -1,0 +1,73 @@
+"""Export a run's parameters for use outside jaxlab, as safetensors.
+
+  python -m jaxlab.export --workdir=DIR [--step=N] --out=FILE.safetensors [--ema]
+
+Tensor names are the parameter paths joined with dots (`stages.0.layers.1.conv1.kernel`), in
+jaxlab's layouts (NHWC convolution kernels HWIO, dense kernels (in, out)). `--ema` exports the
+weight average (`ema`/`sema`/`swa`) instead of the trained weights. The batch statistics
+(`model_state`, or their average with `--ema`) are written too, under `model_state.`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import app, flags
+from flax.traverse_util import flatten_dict
+
+from jaxlab.stages import InitFromError, resolve_checkpoint
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (or its checkpoints/ directory).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_OUT = flags.DEFINE_string("out", None, "Output .safetensors file.")
+_EMA = flags.DEFINE_bool("ema", False, "Export the weight average instead of the trained weights.")
+
+
+def _find(tree: dict, key: str):
+  """The first subtree stored under `key` anywhere in a nested dict."""
+  if key in tree:
+    return tree[key]
+  for value in tree.values():
+    if isinstance(value, dict) and (found := _find(value, key)) is not None:
+      return found
+  return None
+
+
+def exported_tensors(checkpoint: pathlib.Path, ema: bool = False) -> dict[str, np.ndarray]:
+  """{'name': array} of one checkpoint step's parameters (and batch statistics)."""
+  state = ocp.PyTreeCheckpointer().restore(checkpoint / "default")
+  params = state["params"]
+  model_state = state.get("model_state") or {}
+  if ema:
+    params = _find(state.get("opt_state") or {}, "averaged_params")
+    if params is None:
+      raise ValueError(f"{checkpoint} holds no weight average: the run used no ema/sema/swa")
+    model_state = state.get("averaged_model_state") or model_state
+  tensors = {".".join(map(str, k)): np.asarray(v) for k, v in flatten_dict(params).items()}
+  tensors.update({"model_state." + ".".join(map(str, k)): np.asarray(v)
+                  for k, v in flatten_dict(model_state).items()})
+  return tensors
+
+
+def main(argv):
+  if len(argv) > 1 or not _WORKDIR.value or not _OUT.value:
+    print("error: usage: python -m jaxlab.export --workdir=DIR [--step=N] --out=FILE.safetensors [--ema]",
+          file=sys.stderr)
+    sys.exit(2)
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  try:
+    checkpoint = resolve_checkpoint(_WORKDIR.value, _STEP.value)
+    tensors = exported_tensors(checkpoint, _EMA.value)
+  except (InitFromError, ValueError) as e:
+    print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+    sys.exit(2)
+  save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, _OUT.value,
+            metadata={"source": str(checkpoint), "weights": "average" if _EMA.value else "trained"})
+  print(f"wrote {len(tensors)} tensors from {checkpoint} to {_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

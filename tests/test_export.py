@@ -1,0 +1,50 @@
+"""Export to safetensors: the trained weights or their average, named by parameter path."""
+
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from jaxlab import optim, trainer
+from jaxlab.checkpoint import Checkpointer
+from jaxlab.config import load_config_file
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  config = load_config_file("configs/quickstart.py")
+  config.total_steps = config.checkpoint_every_steps = config.eval_every_steps = 8
+  config.optim.averaging.name = "ema"
+  config.optim.averaging.hparams = {"momentum": 0.5}
+  trainer.train_and_evaluate(config, workdir)
+  checkpointer = Checkpointer(workdir / "checkpoints", every_steps=8, keep=1)
+  state = checkpointer.restore(8, trainer.build(config).abstract_state)
+  checkpointer.close()
+  return workdir, state
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_export_writes_every_parameter(run, tmp_path, ema):
+  workdir, state = run
+  out = tmp_path / "model.safetensors"
+  args = [sys.executable, "-m", "jaxlab.export", f"--workdir={workdir}", f"--out={out}"] + (["--ema"] if ema else [])
+  result = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr
+  tensors = load_file(str(out))
+  params = optim.averaged_params(state.opt_state) if ema else state.params
+  flat = {".".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
+          for path, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  assert set(flat) <= set(tensors) and "conv1.kernel" in tensors
+  for name, value in flat.items():
+    np.testing.assert_array_equal(tensors[name], value, err_msg=name)
+  assert any(k.startswith("model_state.bn1.") for k in tensors)
+
+
+def test_export_of_a_missing_run_is_one_line(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "jaxlab.export", f"--workdir={tmp_path}", "--out=x.safetensors"],
+                          capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 2 and result.stderr.strip() == f"error: no checkpoints in '{tmp_path}'"
