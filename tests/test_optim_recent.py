@@ -13,6 +13,7 @@ import pytest
 from jaxlab.optim import registry
 from jaxlab.optim import recent_optimizers as recent
 import recent_optim_reference as ref
+from optimizer_harness import jitted_optimizer
 
 # A matrix, a vector and a (1,) leaf; SOAP adds full-rank shapes (see _soap_shapes).
 SHAPES = {"w": (5, 3), "b": (3,), "s": (1,)}
@@ -31,14 +32,7 @@ def _compare(name, hparams, reference, *, shapes=SHAPES, lrs=None, rtol=1e-4, at
              check=None, drift=0.0):
   params64, grads = _data(shapes, drift=drift)
   keys = sorted(shapes)
-  tx = registry.create(name, **hparams)
-  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params64)
-  state = tx.init(params)
-
-  @jax.jit
-  def step(params, state, g):
-    updates, state = tx.update(g, state, params)
-    return optax.apply_updates(params, updates), state
+  step, params, state = jitted_optimizer(name, hparams, params64)
 
   ref_params = [params64[k].copy() for k in keys]
   for t in range(STEPS):

@@ -5,7 +5,6 @@ AdamP some gradients are made orthogonal to the weights (per output channel, or 
 both projection branches run.
 """
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +15,7 @@ import pytest
 from jaxlab.optim import registry
 from jaxlab.optim import timm_optimizers  # noqa: F401  (registers the optimizers)
 import timm_optim_reference as ref
+from optimizer_harness import jitted_optimizer
 
 # A (5,3) matrix, a 4-D conv-like kernel, a vector and a (1,) leaf.
 SHAPES = {"w": (5, 3), "conv": (4, 3, 2, 2), "b": (3,), "s": (1,)}
@@ -50,14 +50,7 @@ def _grad_at(t, grads, ref_params, project):
 
 def _compare(name, hparams, reference, *, project=False, lrs=None, rtol=1e-4, atol=1e-6):
   params64, grads = _data()
-  tx = registry.create(name, **hparams)
-  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params64)
-  state = tx.init(params)
-
-  @jax.jit
-  def step(params, state, g):
-    updates, state = tx.update(g, state, params)
-    return optax.apply_updates(params, updates), state
+  step, params, state = jitted_optimizer(name, hparams, params64)
 
   ref_params = [params64[k].copy() for k in KEYS]
   for t in range(STEPS):

@@ -9,12 +9,12 @@ shrink after step 10, so amsgrad's maximum matters.
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from jaxlab.optim import registry
 from jaxlab.optim import torch_optimizers  # noqa: F401  (registers the optimizers)
 import torch_optim_reference as ref
+from optimizer_harness import jitted_optimizer
 
 SHAPES = {"w": (5, 3), "b": (3,), "s": (1,)}
 KEYS = sorted(SHAPES)
@@ -85,14 +85,7 @@ def _data(seed=0):
 
 def _compare(name, hparams, reference, *, lrs=None, rtol=1e-4, atol=1e-6):
   params64, grads = _data()
-  tx = registry.create(name, **hparams)
-  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params64)
-  state = tx.init(params)
-
-  @jax.jit
-  def step(params, state, g):
-    updates, state = tx.update(g, state, params)
-    return optax.apply_updates(params, updates), state
+  step, params, state = jitted_optimizer(name, hparams, params64)
 
   ref_params = [params64[k].copy() for k in KEYS]
   for t in range(STEPS):
