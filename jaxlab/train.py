@@ -54,6 +54,7 @@ def main(argv: list[str]) -> None:
   from jaxlab import config as config_lib  # pylint: disable=import-outside-toplevel
   from jaxlab import stages, trainer  # pylint: disable=import-outside-toplevel
   from jaxlab.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
+  from jaxlab.preemption import Preempted  # pylint: disable=import-outside-toplevel
   from jaxlab.workdir import WorkdirError  # pylint: disable=import-outside-toplevel
 
   if _MULTIHOST.value:
@@ -65,12 +66,12 @@ def main(argv: list[str]) -> None:
     _fail(str(e))
   try:
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
-  except (stages.InitFromError, WorkdirError, CheckpointError) as e:  # before anything is written
+  except (stages.InitFromError, WorkdirError, CheckpointError) as e:  # one line, no traceback
     _fail(str(e))
   except trainer.NonFiniteError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  except trainer.Preempted as e:
+  except Preempted as e:
     if jax.process_index() == 0:
       print(e)
     return

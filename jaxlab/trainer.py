@@ -12,7 +12,6 @@ import os
 import pathlib
 import signal
 import sys
-import threading
 import time
 from typing import Callable
 
@@ -23,13 +22,13 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx
-from jax.experimental import multihost_utils
 
 from jaxlab import config as config_lib
 from jaxlab import data, optim, sharding, stages, steps, tasks
 from jaxlab.checkpoint import Checkpointer
 from jaxlab.metrics.progress import Progress
 from jaxlab.metrics.writers import MetricWriter
+from jaxlab.preemption import Preempted, PreemptionWatch
 from jaxlab.state import ModelGraph, TrainState
 from jaxlab.workdir import claim as claim_workdir
 
@@ -37,34 +36,21 @@ from jaxlab.workdir import claim as claim_workdir
 _KILL_AT_STEP_ENV = "JAXLAB_SIGKILL_AT_STEP"
 
 
-class Preempted(Exception):
-  """SIGTERM arrived: the step in flight finished, was checkpointed, and the run stopped."""
-
-  def __init__(self, step: int, directory: pathlib.Path):
-    super().__init__(f"preempted: saved step {step} to {directory}; run the same command to resume")
-    self.step = step
-
-
-class PreemptionWatch:
-  """Notices SIGTERM (how TPU VMs and spot GPU hosts announce preemption) at step boundaries.
-
-  With several processes JAX's preemption sync decides, so that every host stops at the same step.
-  """
-
-  def __init__(self):
-    self._requested = threading.Event()
-    self._previous = None
-    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, lambda *_: self._requested.set())
-
-  def should_stop(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self._requested.is_set()
-
-  def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Everything static about a run, built without allocating the model or compiling anything."""
+  mesh: jax.sharding.Mesh
+  batch_sharding: jax.sharding.NamedSharding
+  info: data.DatasetInfo
+  total_steps: int
+  task: tasks.Task
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  graph: ModelGraph
+  init_state: Callable[[], TrainState]
+  abstract_state: TrainState  # jax.ShapeDtypeStruct leaves carrying their target shardings
+  state_sharding: TrainState
+  sam: tuple[float, bool] | None = None  # (rho, adaptive) when the optimizer is SAM
 
 
 def to_global(batch: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
@@ -122,23 +108,6 @@ def evaluate(eval_step, state, config, batch_sharding) -> dict[str, float]:
   totals = jax.device_get(totals)
   count = max(float(totals.pop("count")), 1.0)
   return {f"eval/{k}": float(v) / count for k, v in totals.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class Setup:
-  """Everything static about a run, built without allocating the model or compiling anything."""
-  mesh: jax.sharding.Mesh
-  batch_sharding: jax.sharding.NamedSharding
-  info: data.DatasetInfo
-  total_steps: int
-  task: tasks.Task
-  tx: optax.GradientTransformation
-  schedule: optax.Schedule
-  graph: ModelGraph
-  init_state: Callable[[], TrainState]
-  abstract_state: TrainState  # jax.ShapeDtypeStruct leaves carrying their target shardings
-  state_sharding: TrainState
-  sam: tuple[float, bool] | None = None  # (rho, adaptive) when the optimizer is SAM
 
 
 def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
