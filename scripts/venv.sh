@@ -11,7 +11,13 @@ source "$ROOT/.venv/bin/activate"
 stamp="$ROOT/.venv/.jaxlab-install-${EXTRAS:-base}"
 want="$(sha256sum "$ROOT/setup.cfg" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  python -m pip install --quiet --upgrade pip
-  python -m pip install --quiet -e "$ROOT${EXTRAS:+[$EXTRAS]}"
+  echo "installing jaxlab${EXTRAS:+[$EXTRAS]} into .venv (log: .venv/install.log)"
+  # Build back-ends print pages of deprecation notices; keep them in the log unless pip fails.
+  if ! { python -m pip install --upgrade pip && python -m pip install -e "$ROOT${EXTRAS:+[$EXTRAS]}"; } \
+      > "$ROOT/.venv/install.log" 2>&1; then
+    tail -n 30 "$ROOT/.venv/install.log"
+    echo "error: installing jaxlab failed; the whole log is .venv/install.log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
