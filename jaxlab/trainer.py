@@ -58,9 +58,13 @@ def to_global(batch: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.Arr
   return {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()}
 
 
-def _warn(message: str) -> None:
+def _note(message: str) -> None:
   if jax.process_index() == 0:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    print(message, file=sys.stderr, flush=True)
+
+
+def _warn(message: str) -> None:
+  _note(f"warning: {message}")
 
 
 class NonFiniteError(RuntimeError):
@@ -207,7 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       state = initial_state(setup)
       if init_plan is not None:
         state = stages.load(state, setup.abstract_state, init_plan)
-        logging.info("initialised %d arrays from %s", len(init_plan.mapping), init_plan.directory)
+        _note(f"initialised {len(init_plan.mapping)} arrays from {init_plan.directory}")
     start_step = int(jax.device_get(state.step))
 
     # ---- Steps -----------------------------------------------------------------------------------

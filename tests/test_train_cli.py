@@ -158,3 +158,15 @@ def test_sigterm_saves_and_exits_then_resumes_and_lock_refuses_a_second_run(tmp_
   assert f"resumed from step {saved}" in err + out
   steps = [r["step"] for r in read_jsonl(workdir / "metrics.jsonl") if "train/loss" in r]
   assert steps == sorted(set(steps)) and steps[-1] == 1000
+
+
+def test_two_stages_script_runs_end_to_end(tmp_path, data_dir):
+  import os  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  from cli_runner import ROOT, train_env  # pylint: disable=import-outside-toplevel
+  env = train_env(1, data_dir, VIRTUAL_ENV=os.environ.get("VIRTUAL_ENV", "tests"))
+  result = subprocess.run(["bash", "scripts/two_stages.sh", str(tmp_path), "20"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.count("test accuracy:") == 2
+  assert f"initialised 15 arrays from {tmp_path / 'pretrain' / 'checkpoints' / '20'}" in result.stderr

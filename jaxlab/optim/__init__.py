@@ -5,6 +5,7 @@ from jaxlab.optim.build import available_averaging, build, weight_decay_labels
 from jaxlab.optim.registry import available, check_hparams, create, entry, register
 from jaxlab.optim.schedules import available_schedules, make_schedule
 # Importing the optimizer modules registers them.
+from jaxlab.optim import muon  # noqa: F401  timm's Muon with its AdamW fallback
 from jaxlab.optim import recent_optimizers  # noqa: F401  schedule-free AdamW, Prodigy, SOAP, SAM
 from jaxlab.optim import research_optimizers  # noqa: F401  Adan, NovoGrad, Adafactor, AdaBound, SophiaG, Adopt
 from jaxlab.optim import timm_optimizers  # noqa: F401  SGDP, AdamP, Lamb, Lars, Lion, AdaBelief
