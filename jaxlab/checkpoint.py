@@ -7,6 +7,8 @@ shardings: every process reads only the shards it owns.
 
 from __future__ import annotations
 
+import json
+import math
 import pathlib
 
 import jax
@@ -81,6 +83,42 @@ class Checkpointer:
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+class BestCheckpoint:
+  """Keeps the one checkpoint with the best value of an eval metric, beside the periodic ones.
+
+  It lives in its own directory (a checkpoint root like `checkpoints/`, so `init_from` and
+  `jaxlab.export` take it), with `best.json` naming its step and value; saves happen only when
+  the metric improves, so keeping the best costs nothing on other evals.
+  """
+
+  def __init__(self, directory: str | pathlib.Path, *, metric: str, mode: str = "max"):
+    if mode not in ("max", "min"):
+      raise ValueError(f"best checkpoint mode must be 'max' or 'min', got '{mode}'")
+    self.directory = pathlib.Path(directory).absolute()
+    self.metric, self._sign = metric, 1.0 if mode == "max" else -1.0
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    record = self.directory / "best.json"
+    self.best = json.loads(record.read_text())["value"] if record.exists() else None
+
+  def maybe_save(self, step: int, state: TrainState, metrics: dict[str, float]) -> bool:
+    value = metrics.get(self.metric)
+    if value is None or not math.isfinite(value):
+      return False
+    if self.best is not None and self._sign * value <= self._sign * self.best:
+      return False
+    self.best = value
+    self._manager.save(step, args=ocp.args.StandardSave(serialization.to_state_dict(state)), force=True)
+    if jax.process_index() == 0:
+      (self.directory / "best.json").write_text(
+          json.dumps({"step": step, "metric": self.metric, "value": value}) + "\n")
+    return True
 
   def close(self) -> None:
     self._manager.wait_until_finished()

@@ -44,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 500
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
+  # Also keep the checkpoint with the best value of an eval metric (e.g. "eval/accuracy"), in
+  # WORKDIR/best_checkpoint; "" keeps none.
+  c.checkpoint_best = ml_collections.ConfigDict({"metric": "", "mode": "max"})
   c.eval_batch_size = config_dict.placeholder(int)  # default: batch_size
   c.grad_accum_steps = 1  # microbatches per optimizer update
   c.compute_dtype = "float32"  # params stay float32; activations in this dtype
@@ -161,6 +164,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
   _check_name("config.task.name", config.task.name, tasks.available())
   _check_name("config.compute_dtype", config.compute_dtype, list(COMPUTE_DTYPES))
   _check_name("config.nonfinite", config.nonfinite, ["skip", "stop"])
+  _check_name("config.checkpoint_best.mode", config.checkpoint_best.mode, ["max", "min"])
   try:
     data.check_dataset_name(config.dataset.name)
   except ValueError as e:

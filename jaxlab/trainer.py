@@ -25,7 +25,7 @@ from flax import nnx
 
 from jaxlab import config as config_lib
 from jaxlab import data, optim, sharding, stages, steps, tasks
-from jaxlab.checkpoint import Checkpointer
+from jaxlab.checkpoint import BestCheckpoint, Checkpointer
 from jaxlab.metrics.progress import Progress
 from jaxlab.metrics.writers import MetricWriter
 from jaxlab.preemption import Preempted, PreemptionWatch
@@ -205,6 +205,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     checkpointer = Checkpointer(workdir / "checkpoints", every_steps=config.checkpoint_every_steps,
                                 keep=config.keep_checkpoints)
     cleanup.callback(checkpointer.close)
+    best = None
+    if config.checkpoint_best.metric:
+      best = BestCheckpoint(workdir / "best_checkpoint", metric=config.checkpoint_best.metric,
+                            mode=config.checkpoint_best.mode)
+      cleanup.callback(best.close)
     state = checkpointer.restore_latest(setup.abstract_state, report=_warn)
     latest = None if state is None else int(jax.device_get(state.step))
     if state is None:
@@ -253,6 +258,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       if step % config.eval_every_steps == 0 or step == total_steps:
         eval_metrics = evaluate_all(eval_step, state, config, batch_sharding)
         writer.write(step, eval_metrics)
+        if best is not None:
+          best.maybe_save(step, state, eval_metrics)
         scalars = {**(scalars or {}), **eval_metrics}
       if scalars is not None:  # restart the throughput window after logging and eval
         window_start, window_time = step, time.perf_counter()

@@ -80,3 +80,22 @@ def test_damaged_checkpoint_is_named_set_aside_and_the_previous_one_used(tmp_pat
   assert "resumed from step 20" in out + err
   assert (tmp_path / "checkpoints" / "damaged-30").is_dir()  # kept, not deleted
   assert (tmp_path / "checkpoints" / "40").is_dir()
+
+
+def test_best_checkpoint_follows_the_metric(tmp_path):
+  from jaxlab.metrics.writers import read_jsonl  # pylint: disable=import-outside-toplevel
+  config = _short_run_config(40)
+  config.eval_every_steps = 5
+  # "Best" = highest eval loss: the early evals win, so keeping the last one would fail this.
+  config.checkpoint_best.metric, config.checkpoint_best.mode = "eval/loss", "max"
+  trainer.train_and_evaluate(config, tmp_path)
+  evals = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "eval/loss" in r]
+  best = max(evals, key=lambda r: r["eval/loss"])
+  assert best["step"] < evals[-1]["step"]
+  record = __import__("json").loads((tmp_path / "best_checkpoint" / "best.json").read_text())
+  assert record == {"step": best["step"], "metric": "eval/loss", "value": best["eval/loss"]}
+  assert sorted(p.name for p in (tmp_path / "best_checkpoint").iterdir() if p.name.isdigit()) == [str(best["step"])]
+  checkpointer = Checkpointer(tmp_path / "best_checkpoint", every_steps=1, keep=1)
+  restored = checkpointer.restore(best["step"], trainer.build(config).abstract_state)
+  checkpointer.close()
+  assert int(restored.step) == best["step"]
