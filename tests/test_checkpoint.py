@@ -99,3 +99,18 @@ def test_best_checkpoint_follows_the_metric(tmp_path):
   restored = checkpointer.restore(best["step"], trainer.build(config).abstract_state)
   checkpointer.close()
   assert int(restored.step) == best["step"]
+
+
+def test_a_save_cut_short_by_a_crash_is_never_resumed_from(tmp_path, capsys):
+  """What a crash mid-save leaves (Orbax's temporary directory, never renamed) is ignored."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  trainer.train_and_evaluate(_short_run_config(30), tmp_path)
+  root = tmp_path / "checkpoints"
+  partial = root / "40.orbax-checkpoint-tmp-1795430000000000"
+  shutil.copytree(root / "30", partial)
+  next(p for p in partial.rglob("*") if p.is_file() and "/d/" in str(p)).unlink()  # half written
+  capsys.readouterr()
+  trainer.train_and_evaluate(_short_run_config(40), tmp_path)
+  out, err = capsys.readouterr()
+  assert "resumed from step 30" in out + err and "damaged" not in err
+  assert (root / "40").is_dir()
