@@ -22,15 +22,22 @@ class CheckpointError(RuntimeError):
   """No checkpoint in the directory can be read; the message names it."""
 
 
+def _async_manager(directory: pathlib.Path, keep: int) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def _save(manager: ocp.CheckpointManager, step: int, state: TrainState) -> bool:
+  return manager.save(step, args=ocp.args.StandardSave(serialization.to_state_dict(state)), force=True)
+
+
 class Checkpointer:
   """Saves every `every_steps` steps (and when forced), keeps the newest `keep`."""
 
   def __init__(self, directory: str | pathlib.Path, *, every_steps: int, keep: int):
     self.directory = pathlib.Path(directory).absolute()
     self._every = every_steps
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._manager = _async_manager(self.directory, keep)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -44,8 +51,7 @@ class Checkpointer:
       return False
     if step in self._manager.all_steps():
       return False
-    return self._manager.save(step, args=ocp.args.StandardSave(serialization.to_state_dict(state)),
-                              force=True)
+    return _save(self._manager, step, state)
 
   def restore(self, step: int, abstract_state: TrainState) -> TrainState:
     """`abstract_state`: jax.ShapeDtypeStruct leaves carrying the shardings to restore onto."""
@@ -102,8 +108,7 @@ class BestCheckpoint:
       raise ValueError(f"best checkpoint mode must be 'max' or 'min', got '{mode}'")
     self.directory = pathlib.Path(directory).absolute()
     self.metric, self._sign = metric, 1.0 if mode == "max" else -1.0
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._manager = _async_manager(self.directory, keep=1)
     record = self.directory / "best.json"
     self.best = json.loads(record.read_text())["value"] if record.exists() else None
 
@@ -114,7 +119,7 @@ class BestCheckpoint:
     if self.best is not None and self._sign * value <= self._sign * self.best:
       return False
     self.best = value
-    self._manager.save(step, args=ocp.args.StandardSave(serialization.to_state_dict(state)), force=True)
+    _save(self._manager, step, state)
     if jax.process_index() == 0:
       (self.directory / "best.json").write_text(
           json.dumps({"step": step, "metric": self.metric, "value": value}) + "\n")
