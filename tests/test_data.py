@@ -380,3 +380,11 @@ def test_eval_resize_and_center_crop():
   assert tuple(shorter.shape) == (16, 32, 3)
   crop = augment.center_crop(tf.reshape(tf.range(36.0), (6, 6, 1)), (2, 2))
   np.testing.assert_array_equal(crop.numpy()[..., 0], [[14, 15], [20, 21]])
+
+
+def test_unprepared_dataset_without_download_is_one_line(tmp_path):
+  cfg = data.default_dataset_config()
+  cfg.name, cfg.data_dir, cfg.download = 'mnist', str(tmp_path), False
+  with pytest.raises(ValueError, match=r"dataset 'mnist' is not prepared in .*dataset.download=True") as e:
+    data.dataset_info(cfg)
+  assert '\n' not in str(e.value)

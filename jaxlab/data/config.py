@@ -47,6 +47,7 @@ def default_dataset_config() -> ml_collections.ConfigDict:
       'std': digits.TRAIN_STD,
       'shuffle_buffer': 10_000,  # Covers digits' 1437 train examples: a full permutation.
       'cache': True,
+      'download': True,  # TFDS downloads and prepares a dataset that is not there yet.
   })
 
 

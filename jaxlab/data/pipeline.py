@@ -194,9 +194,13 @@ class _Source:
   def __init__(self, cfg: ml_collections.ConfigDict):
     check_dataset_name(cfg.name)
     self._builder = tfds.builder(cfg.name, data_dir=cfg.data_dir)
-    if cfg.name in EMBEDDED_DATASETS and not self._builder.is_prepared():
+    if not self._builder.is_prepared():
+      if cfg.name not in EMBEDDED_DATASETS and not cfg.get('download', True):
+        raise ValueError(f"dataset '{cfg.name}' is not prepared in {self._builder.data_dir}; set "
+                         "dataset.download=True or run `tfds build` for it")
       try:
-        self._builder.download_and_prepare()  # Generated from local data: no network.
+        # The embedded datasets are generated from local data; the others are downloaded by TFDS.
+        self._builder.download_and_prepare()
       except FileExistsError:
         # Another process (a second host, a parallel run) prepared it first; TFDS's final rename
         # is atomic, so the finished copy that beat us is complete.
