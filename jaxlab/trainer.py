@@ -72,8 +72,7 @@ class NonFiniteError(RuntimeError):
 
 
 def _window_scalars(history: list[dict]) -> dict[str, float]:
-  """Means over the logging window; `skipped` (non-finite updates) is a count."""
-  history = jax.device_get(history)
+  """Means over the logging window (host values); `skipped` (non-finite updates) is a count."""
   scalars = {k: float(np.mean([h[k] for h in history])) for k in history[0]}
   scalars["skipped"] = float(sum(h["skipped"] for h in history))
   return scalars
@@ -83,7 +82,7 @@ def _check_finite(history: list[dict], first_step: int, mode: str) -> None:
   """With mode 'stop': raise at the first dropped (non-finite) update since `first_step`."""
   if mode != "stop":
     return
-  for offset, skipped in enumerate(jax.device_get([h["skipped"] for h in history])):
+  for offset, skipped in enumerate(h["skipped"] for h in history):
     if skipped:
       raise NonFiniteError(f"non-finite loss or gradient at step {first_step + offset}: the update "
                            "was dropped and training stopped (config.nonfinite='skip' goes on)")
@@ -242,11 +241,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       state, metrics = train_step(state, to_global(next(batches), batch_sharding))
       history.append(metrics)
       scalars = None
-      save_due = step % config.checkpoint_every_steps == 0 or step == total_steps
-      if save_due:  # never save past an update that should have stopped the run
+      stop = preemption.should_stop(step)
+      log_due = step % config.log_every_steps == 0 or step == total_steps
+      save_due = stop or step % config.checkpoint_every_steps == 0 or step == total_steps
+      if log_due or save_due:
+        # One fetch serves both: no save (periodic or on preemption) past an update that should
+        # have stopped the run, and the logged window means.
+        history = jax.device_get(history)
         _check_finite(history, history_start + 1, config.nonfinite)
-      if step % config.log_every_steps == 0 or step == total_steps:
-        _check_finite(history, history_start + 1, config.nonfinite)
+      if log_due:
         scalars = {("lr" if k == "lr" else f"train/{k}"): v for k, v in _window_scalars(history).items()}
         history, history_start = [], step
         # Fetching the metrics waited for the device, so this is throughput, not dispatch rate.
@@ -263,7 +266,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         scalars = {**(scalars or {}), **eval_metrics}
       if scalars is not None:  # restart the throughput window after logging and eval
         window_start, window_time = step, time.perf_counter()
-      stop = preemption.should_stop(step)
       checkpointer.maybe_save(step, state, force=stop or step == total_steps)
       progress.update(step, scalars)
       if stop:
