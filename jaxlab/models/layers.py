@@ -7,6 +7,9 @@ share (bias-free convs before BatchNorm, PyTorch-equivalent BatchNorm constants)
 
 from collections.abc import Sequence
 
+import jax
+import jax.numpy as jnp
+
 from flax import nnx
 from jax.typing import DTypeLike
 
@@ -85,3 +88,40 @@ def classifier_head(
       bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (logical_axes.CLASSES,)),
       rngs=rngs,
   )
+
+
+class DropPath(nnx.Module):
+  """Stochastic depth: drops a whole residual branch per example with probability `rate`.
+
+  Survivors are scaled by 1/(1-rate) (timm's `drop_path` with scale_by_keep), so eval needs no
+  rescaling. Masks come from the module's "dropout" rng stream, which the trainer reseeds every step.
+  Identity in eval mode (`model.eval()`) or when rate is 0.
+  """
+
+  def __init__(self, rate: float, *, rngs: nnx.Rngs):
+    if not 0.0 <= rate < 1.0:
+      raise ValueError(f"drop path rate must be in [0, 1), got {rate}")
+    self.rate = rate
+    self.deterministic = False
+    self.rngs = rngs.dropout.fork() if rate > 0 else None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.rngs(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class LayerScale(nnx.Module):
+  """Per-channel learnable scale of a residual branch (CaiT/ConvNeXt), over the last axis."""
+
+  def __init__(self, dim: int, init_value: float = 1e-5, *, axis_name: str | None = None,
+               param_dtype: DTypeLike, dtype: DTypeLike | None = None):
+    del dtype  # kept for a uniform constructor; the scale multiplies in the input's dtype
+    self.gamma = nnx.Param(
+        nnx.with_partitioning(nnx.initializers.constant(init_value), (axis_name,))(
+            jax.random.key(0), (dim,), param_dtype))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return x * self.gamma.value.astype(x.dtype)
