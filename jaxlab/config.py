@@ -89,8 +89,15 @@ def base_config() -> ml_collections.ConfigDict:
   # No weight decay on 1-D parameters (biases, norms) and on paths matching these regexes.
   c.optim.weight_decay_exclude_1d = True
   c.optim.weight_decay_exclude = ()
-  # Weight averaging chained after the optimizer: none, ema, sema or swa, with its keywords
-  # (sema: momentum, switch_every or switch_every_epochs, warmup_steps). Batch statistics are
+  # Parameter groups with a scaled lr (see jaxlab/optim/param_groups.py): (regex, factor) pairs,
+  # and layer-wise lr decay for fine-tuning, with regexes naming the layers from the input up
+  # (the default fits ViT/DeiT; unmatched parameters such as the head keep the full lr).
+  c.optim.lr_multipliers = ()
+  c.optim.layer_decay = config_dict.placeholder(float)
+  c.optim.layer_decay_layers = (r"^(cls_token|pos_embed|patch_embed|reg_token)", r"^blocks/(\d+)/")
+  # Weight averaging chained after the optimizer: none, ema, sema, swa or lookahead, with its
+  # keywords (sema: momentum, switch_every or switch_every_epochs, warmup_steps; lookahead:
+  # sync_period, slow_step_size). Batch statistics are
   # averaged (and switched) alongside unless average_model_state is False.
   c.optim.averaging = ml_collections.ConfigDict(
       {"name": "none", "hparams": ml_collections.ConfigDict(), "average_model_state": True})
@@ -195,6 +202,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     raise ConfigError(f"config.num_epochs must be positive, got {config.num_epochs}")
   if config.optim.lr < 0:
     raise ConfigError(f"config.optim.lr must be >= 0, got {config.optim.lr}")
+  for pair in config.optim.lr_multipliers:
+    if (not isinstance(pair, (tuple, list)) or len(pair) != 2 or not isinstance(pair[0], str)
+        or not isinstance(pair[1], (int, float)) or pair[1] < 0):
+      raise ConfigError(f"config.optim.lr_multipliers takes (regex, factor >= 0) pairs, got {pair!r}")
+  if config.optim.layer_decay is not None and not 0 < config.optim.layer_decay <= 1:
+    raise ConfigError(f"config.optim.layer_decay must be in (0, 1], got {config.optim.layer_decay}")
   if config.optim.name in _NOT_IN_TRAINER:
     raise ConfigError(f"config.optim.name '{config.optim.name}' is not supported by the trainer yet: "
                       f"it {_NOT_IN_TRAINER[config.optim.name]}")

@@ -66,7 +66,7 @@ def main(argv: list[str]) -> None:
     _fail(str(e))
   try:
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
-  except (stages.InitFromError, WorkdirError, CheckpointError) as e:  # one line, no traceback
+  except (config_lib.ConfigError, stages.InitFromError, WorkdirError, CheckpointError) as e:  # one line
     _fail(str(e))
   except trainer.NonFiniteError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -147,7 +147,10 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
                       averaged_model_state=model_state if average_model_state else None)
 
   # ---- Shardings ---------------------------------------------------------------------------------
-  abstract_state = jax.eval_shape(init_state)
+  try:
+    abstract_state = jax.eval_shape(init_state)
+  except optim.ParamGroupError as e:  # group patterns can only be checked against the params
+    raise config_lib.ConfigError(str(e)) from None
   param_shardings = sharding.params_sharding(
       abstract_state.params, sharding.logical_axes(nnx.state(abstract_model, nnx.Param)), mesh,
       config.sharding)

@@ -30,6 +30,8 @@ BAD_INPUTS = [
     (("--config.model.name=resnet9000",), "unknown model 'resnet9000'; valid:"),
     (("--config.dataset.name=nosuchdata",), "unknown dataset 'nosuchdata'"),
     (("--config.optim.name=adamx",), "unknown config.optim.name 'adamx'; valid: adabelief, adabound, adadelta"),
+    (("--config.optim.lr_multipliers=((\"^nothing/\", 2.0),)",),
+     "config.optim.lr_multipliers pattern '^nothing/' matches no parameter"),
 ]
 
 

@@ -1,6 +1,7 @@
 """Optimizers (PyTorch-exact, by name), schedules, weight-decay groups and weight averaging."""
 
-from jaxlab.optim.averaging import averaged_params, ema, sema, swa
+from jaxlab.optim.averaging import averaged_params, ema, lookahead, sema, swa
+from jaxlab.optim.param_groups import ParamGroupError, lr_scales, scale_by_param_group
 from jaxlab.optim.build import available_averaging, build, weight_decay_labels
 from jaxlab.optim.registry import available, check_hparams, create, entry, register
 from jaxlab.optim.schedules import available_schedules, make_schedule

@@ -1,4 +1,4 @@
-"""Weight averaging as optax transforms chained after any optimizer: `ema`, `sema`, `swa`.
+"""Weight averaging as optax transforms chained after any optimizer: `ema`, `sema`, `swa`, `lookahead`.
 
     tx = optax.chain(create("adamw", lr=1e-3), sema(momentum=0.999, switch_every=steps_per_epoch))
 
@@ -106,6 +106,35 @@ def swa(start_step: int = 0, every: int = 1) -> optax.GradientTransformation:
   return optax.GradientTransformation(_init, update)
 
 
+def lookahead(sync_period: int = 6, slow_step_size: float = 0.5) -> optax.GradientTransformation:
+  """Lookahead (Zhang et al. 2019) with optax.lookahead's update, as an averaging transform.
+
+  Slow weights live in the state (`averaged_params`); every `sync_period` updates they move
+  `slow_step_size` of the way to the fast weights, and the fast weights (the model's params) are
+  reset to them. optax.lookahead computes the same but wants `LookaheadParams` (fast and slow) in
+  place of the params; kept here in the optimizer state, the params stay the model's own pytree,
+  and evaluation, checkpoints and sharding need no special case. Evaluate the slow weights
+  (`eval_ema/*`), as the paper does.
+  """
+  if sync_period <= 0:
+    raise ValueError(f"lookahead sync_period must be a positive number of steps, got {sync_period}")
+  if not 0.0 <= slow_step_size <= 1.0:
+    raise ValueError(f"lookahead slow_step_size must be in [0, 1], got {slow_step_size}")
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("weight averaging needs the params: call tx.update(grads, state, params)")
+    new_params = optax.apply_updates(params, updates)
+    count = state.count + 1
+    sync = count % sync_period == 0
+    weight = jnp.where(sync, slow_step_size, 0.0).astype(jnp.float32)
+    slow = jax.tree.map(lambda s, p: (s + weight * (p - s)).astype(s.dtype), state.averaged_params, new_params)
+    updates = jax.tree.map(lambda u, s, p: jnp.where(sync, (s - p).astype(u.dtype), u), updates, slow, params)
+    return updates, AveragingState(count, slow, weight, sync)
+
+  return optax.GradientTransformation(_init, update)
+
+
 def _find(opt_state: Any) -> AveragingState | None:
   found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, AveragingState))
            if isinstance(s, AveragingState)]
@@ -115,6 +144,6 @@ def _find(opt_state: Any) -> AveragingState | None:
 
 
 def averaged_params(opt_state: Any) -> optax.Params | None:
-  """The averaged parameters kept by an `ema`/`sema`/`swa` anywhere in an optimizer's state."""
+  """The averaged parameters kept by an `ema`/`sema`/`swa`/`lookahead` anywhere in an optimizer's state."""
   state = _find(opt_state)
   return None if state is None else state.averaged_params

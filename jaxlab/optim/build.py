@@ -4,7 +4,8 @@
 
 Order of the chain: clip the global gradient norm → the optimizer, split into a group with
 weight decay and one without (biases, 1-D parameters and configured patterns, as timm's
-`param_groups_weight_decay`) → weight averaging (`ema`/`sema`/`swa`), which sees the final
+`param_groups_weight_decay`) → per-group lr factors (`lr_multipliers`, `layer_decay`; see
+param_groups.py) → weight averaging (`ema`/`sema`/`swa`/`lookahead`), which sees the final
 parameters of every step.
 """
 
@@ -17,18 +18,16 @@ import ml_collections
 import optax
 
 from jaxlab.optim import averaging
+from jaxlab.optim.param_groups import param_path, scale_by_param_group
 from jaxlab.optim.registry import create, entry
 from jaxlab.optim.schedules import make_schedule
 
-AVERAGING = {"ema": averaging.ema, "sema": averaging.sema, "swa": averaging.swa}
+AVERAGING = {"ema": averaging.ema, "sema": averaging.sema, "swa": averaging.swa,
+             "lookahead": averaging.lookahead}
 
 
 def available_averaging() -> list[str]:
   return ["none", *sorted(AVERAGING)]
-
-
-def _path(key_path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in key_path)
 
 
 def weight_decay_labels(params, exclude_patterns=(), exclude_1d: bool = True):
@@ -36,7 +35,7 @@ def weight_decay_labels(params, exclude_patterns=(), exclude_1d: bool = True):
   patterns = [re.compile(p) for p in exclude_patterns]
 
   def label(key_path, leaf):
-    path = _path(key_path)
+    path = param_path(key_path)
     if (exclude_1d and len(leaf.shape) <= 1) or any(p.search(path) for p in patterns):
       return "no_decay"
     return "decay"
@@ -83,6 +82,11 @@ def build(optim_config: ml_collections.ConfigDict, *, total_steps: int,
                          lambda params: weight_decay_labels(params, exclude, exclude_1d))
   if optim_config.clip_grad_norm is not None:
     tx = optax.chain(optax.clip_by_global_norm(optim_config.clip_grad_norm), tx)
+  multipliers = tuple(tuple(m) for m in optim_config.get("lr_multipliers", ()))
+  layer_decay = optim_config.get("layer_decay", None)
+  if multipliers or layer_decay is not None:
+    tx = optax.chain(tx, scale_by_param_group(
+        multipliers, layer_decay, tuple(optim_config.get("layer_decay_layers", ()))))
 
   averaging_config = optim_config.get("averaging", None)
   if averaging_config is not None and averaging_config.name != "none":
