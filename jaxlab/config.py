@@ -20,13 +20,6 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 
 # Registered optimizers that need more from the train step than a gradient; usable through
 # `jaxlab.optim.create` in a custom step, not yet from a training config.
-_NOT_IN_TRAINER = {
-    "sophia": "needs Hessian estimates from the train step (see jaxlab/optim/research_optimizers.py)",
-    "schedule_free_adamw": "needs its averaged iterate for evaluation "
-                           "(see schedule_free_eval_params in jaxlab/optim/recent_optimizers.py)",
-}
-
-
 class ConfigError(ValueError):
   """A config that cannot run; the message is one line naming the key and the valid choices."""
 
@@ -86,6 +79,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.gamma = 0.1
   c.optim.clip_grad_norm = config_dict.placeholder(float)
   c.optim.hparams = ml_collections.ConfigDict({"momentum": 0.9, "weight_decay": 5e-4})
+  # SophiaG only: steps between Hessian (Gauss-Newton-Bartlett) estimates, the release's hess_interval.
+  c.optim.hessian_every = 10
   # No weight decay on 1-D parameters (biases, norms) and on paths matching these regexes.
   c.optim.weight_decay_exclude_1d = True
   c.optim.weight_decay_exclude = ()
@@ -208,9 +203,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
       raise ConfigError(f"config.optim.lr_multipliers takes (regex, factor >= 0) pairs, got {pair!r}")
   if config.optim.layer_decay is not None and not 0 < config.optim.layer_decay <= 1:
     raise ConfigError(f"config.optim.layer_decay must be in (0, 1], got {config.optim.layer_decay}")
-  if config.optim.name in _NOT_IN_TRAINER:
-    raise ConfigError(f"config.optim.name '{config.optim.name}' is not supported by the trainer yet: "
-                      f"it {_NOT_IN_TRAINER[config.optim.name]}")
+  if config.optim.hessian_every is None or config.optim.hessian_every <= 0:
+    raise ConfigError(f"config.optim.hessian_every must be a positive integer, got {config.optim.hessian_every}")
   if "lr" in config.optim.hparams:
     raise ConfigError("set the learning rate with config.optim.lr, not config.optim.hparams.lr")
   try:

@@ -4,7 +4,8 @@
 
 Tensor names are the parameter paths joined with dots (`stages.0.layers.1.conv1.kernel`), in
 jaxlab's layouts (NHWC convolution kernels HWIO, dense kernels (in, out)). `--ema` exports the
-weight average (`ema`/`sema`/`swa`) instead of the trained weights. The batch statistics
+weight average (`ema`/`sema`/`swa`/`lookahead`) instead of the trained weights; a
+schedule-free AdamW run exports its evaluation point x, as the reference's `optimizer.eval()`. The batch statistics
 (`model_state`, or their average with `--ema`) are written too, under `model_state.`.
 """
 
@@ -16,7 +17,7 @@ import sys
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import app, flags
-from flax.traverse_util import flatten_dict
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from jaxlab.stages import InitFromError, resolve_checkpoint
 
@@ -36,10 +37,32 @@ def _find(tree: dict, key: str):
   return None
 
 
+def _find_all(tree, match) -> list[dict]:
+  """Every nested dict for which `match(dict)` holds."""
+  found = [tree] if isinstance(tree, dict) and match(tree) else []
+  if isinstance(tree, dict):
+    for value in tree.values():
+      found += _find_all(value, match)
+  return found
+
+
+def _schedule_free_average(params: dict, opt_state) -> dict:
+  """schedule_free_adamw's evaluation point x = y + (1 - 1/b1)(z - y), group by group."""
+  flat = flatten_dict(params)
+  for state in _find_all(opt_state, lambda d: "z" in d and "beta1" in d and "weight_sum" in d):
+    b1 = float(np.asarray(state["beta1"]))
+    for key, z in flatten_dict(state["z"]).items():
+      if key in flat and getattr(z, "shape", None) == flat[key].shape:  # masked-out entries are not
+        y = np.asarray(flat[key])
+        flat[key] = (y + (1 - 1 / b1) * (np.asarray(z) - y)).astype(y.dtype)
+  return unflatten_dict(flat)
+
+
 def exported_tensors(checkpoint: pathlib.Path, ema: bool = False) -> dict[str, np.ndarray]:
   """{'name': array} of one checkpoint step's parameters (and batch statistics)."""
   state = ocp.PyTreeCheckpointer().restore(checkpoint / "default")
-  params = state["params"]
+  # Schedule-free AdamW trains at y and is evaluated at its average x: export x.
+  params = _schedule_free_average(state["params"], state.get("opt_state") or {})
   model_state = state.get("model_state") or {}
   if ema:
     params = _find(state.get("opt_state") or {}, "averaged_params")

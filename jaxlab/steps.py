@@ -37,12 +37,32 @@ def _grads_and_metrics(task: Task, graph: ModelGraph, params, model_state, batch
   return grads, metrics, new_model_state
 
 
+def _hessian_extra_args(task: Task, graph: ModelGraph, state: TrainState, batch, rng, every: int) -> dict:
+  """SophiaG's Gauss-Newton-Bartlett input: gradients of the loss on labels sampled from the model.
+
+  The reference loop calls `update_hessian()` after the step whose index is k-1 (mod k), on the
+  next batch with the updated weights: here, at the start of every step t = k, 2k, ... on its own
+  batch, before the update. In between, no extra pass is run (`lax.cond`).
+  """
+  refresh = (state.step % every == 0) & (state.step > 0)
+
+  def sampled_grads(params):
+    def loss_fn(params):
+      model = graph.merge(params, state.model_state, train=True, rng=jax.random.fold_in(rng, 2))
+      return task.sampled_loss(model, batch, jax.random.fold_in(rng, 3))
+    return jax.grad(loss_fn)(params)
+
+  grads = jax.lax.cond(refresh, sampled_grads, lambda p: jax.tree.map(jnp.zeros_like, p), state.params)
+  return {"hessian_grads": grads, "hessian_update": refresh}
+
+
 def make_train_step(task: Task, graph: ModelGraph, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, grad_accum_steps: int = 1,
-                    sam: tuple[float, bool] | None = None) -> Callable:
+                    sam: tuple[float, bool] | None = None, hessian_every: int | None = None) -> Callable:
   """One optimizer update over the global batch, split into `grad_accum_steps` microbatches.
 
   `sam=(rho, adaptive)` takes SAM's gradient (two forward/backward passes) for the optimizer.
+  `hessian_every=k` feeds SophiaG its Hessian estimate every k steps (the task's `sampled_loss`).
   """
 
   def train_step(state: TrainState, batch: Batch):
@@ -69,7 +89,8 @@ def make_train_step(task: Task, graph: ModelGraph, tx: optax.GradientTransformat
       grads = jax.tree.map(lambda g: g / grad_accum_steps, grad_sum)
       metrics = jax.tree.map(lambda m: m.mean(0), metrics)
 
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    extra = {} if hessian_every is None else _hessian_extra_args(task, graph, state, batch, rng, hessian_every)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
     params = optax.apply_updates(state.params, updates)
     averaged_model_state = state.averaged_model_state
     if averaged_model_state is not None:  # follows the params' average (and SEMA's switch)

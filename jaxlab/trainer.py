@@ -51,6 +51,7 @@ class Setup:
   abstract_state: TrainState  # jax.ShapeDtypeStruct leaves carrying their target shardings
   state_sharding: TrainState
   sam: tuple[float, bool] | None = None  # (rho, adaptive) when the optimizer is SAM
+  hessian_every: int | None = None  # SophiaG: steps between Hessian estimates
 
 
 def to_global(batch: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
@@ -93,7 +94,7 @@ def compile_steps(setup: Setup, grad_accum_steps: int = 1):
   replicated = sharding.replicated(setup.mesh)
   train_step = jax.jit(
       steps.make_train_step(setup.task, setup.graph, setup.tx, setup.schedule, grad_accum_steps,
-                            setup.sam),
+                            setup.sam, setup.hessian_every),
       in_shardings=(setup.state_sharding, setup.batch_sharding),
       out_shardings=(setup.state_sharding, replicated), donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(setup.task, setup.graph),
@@ -166,8 +167,15 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
   if config.optim.name == "sam":  # SAM changes how the gradient is taken, not only the update
     sam_hparams = {**optim.entry("sam").defaults, **config.optim.hparams}
     sam = (float(sam_hparams["rho"]), bool(sam_hparams["adaptive"]))
+  hessian_every = None
+  if config.optim.name == "sophia":  # SophiaG's update needs Hessian estimates from the step
+    if not hasattr(task, "sampled_loss"):
+      raise config_lib.ConfigError(f"config.optim.name 'sophia' needs a task with sampled_loss; "
+                                   f"task '{config.task.name}' has none")
+    hessian_every = config.optim.hessian_every
   return Setup(mesh, sharding.batch_sharding(mesh), info, total_steps, task, tx, schedule,
-               ModelGraph.of(abstract_model), init_state, abstract_state, state_sharding, sam)
+               ModelGraph.of(abstract_model), init_state, abstract_state, state_sharding, sam,
+               hessian_every)
 
 
 def initial_state(setup: Setup) -> TrainState:
@@ -176,8 +184,13 @@ def initial_state(setup: Setup) -> TrainState:
 
 
 def evaluate_all(eval_step, state, config, batch_sharding) -> dict[str, float]:
-  """`eval/*` for the trained params and, with weight averaging, `eval_ema/*` for the average."""
-  metrics = evaluate(eval_step, state, config, batch_sharding)
+  """`eval/*` for the trained params and, with weight averaging, `eval_ema/*` for the average.
+
+  Schedule-free AdamW trains at one point and is evaluated at another (its average `x`): `eval/*`
+  uses that one. (Its batch statistics are the ones collected at the training point.)
+  """
+  metrics = evaluate(eval_step, state.replace(params=optim.evaluation_params(state.params, state.opt_state)),
+                     config, batch_sharding)
   average = optim.averaged_params(state.opt_state)
   if average is not None:
     model_state = state.model_state if state.averaged_model_state is None else state.averaged_model_state

@@ -48,3 +48,21 @@ def test_export_of_a_missing_run_is_one_line(tmp_path):
   result = subprocess.run([sys.executable, "-m", "jaxlab.export", f"--workdir={tmp_path}", "--out=x.safetensors"],
                           capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 2 and result.stderr.strip() == f"error: no checkpoints in '{tmp_path}'"
+
+
+def test_schedule_free_run_exports_its_evaluation_point(tmp_path):
+  from jaxlab.export import exported_tensors
+  from jaxlab.stages import resolve_checkpoint
+  config = load_config_file("configs/quickstart.py")
+  config.total_steps = config.checkpoint_every_steps = config.eval_every_steps = 4
+  config.optim.name, config.optim.lr = "schedule_free_adamw", 5e-3
+  config.optim.hparams = {"weight_decay": 0.05}
+  trainer.train_and_evaluate(config, tmp_path / "run")
+  checkpointer = Checkpointer(tmp_path / "run" / "checkpoints", every_steps=4, keep=1)
+  state = checkpointer.restore(4, trainer.build(config).abstract_state)
+  checkpointer.close()
+  x = optim.evaluation_params(state.params, state.opt_state)
+  tensors = exported_tensors(resolve_checkpoint(tmp_path / "run"))
+  np.testing.assert_allclose(tensors["head.kernel"], x["head"]["kernel"], rtol=1e-5, atol=1e-9)
+  np.testing.assert_allclose(tensors["bn1.scale"], x["bn1"]["scale"], rtol=1e-5, atol=1e-9)  # the no-decay group
+  assert not np.allclose(tensors["head.kernel"], state.params["head"]["kernel"])

@@ -107,3 +107,58 @@ def test_non_finite_skip_goes_on_and_counts(tmp_path):
   final = checkpointer.restore(12, trainer.build(config).abstract_state)
   checkpointer.close()
   assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(final.params))
+
+
+def _random_batches(config, n, seed=0):
+  rng = np.random.default_rng(seed)
+  return [{"image": rng.normal(size=(config.batch_size, 8, 8, 1)).astype(np.float32),
+           "label": rng.integers(0, 10, config.batch_size).astype(np.int32)} for _ in range(n)]
+
+
+def _sophia_hessian(opt_state):
+  from jaxlab.optim.research_optimizers import SophiaState
+  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, SophiaState))
+           if isinstance(s, SophiaState)]
+  return [np.asarray(h) for s in found for h in jax.tree.leaves(s.hessian)]
+
+
+def test_sophia_gets_a_hessian_estimate_every_k_steps():
+  config = load_config_file("configs/quickstart.py")
+  config.optim.name, config.optim.lr, config.optim.hessian_every = "sophia", 1e-3, 3
+  config.optim.hparams = {"weight_decay": 0.1, "rho": 0.05}
+  setup = trainer.build(config)
+  state = trainer.initial_state(setup)
+  train_step, _ = trainer.compile_steps(setup)
+  norms = []
+  for batch in _random_batches(config, 7):
+    state, metrics = train_step(state, trainer.to_global(batch, setup.batch_sharding))
+    norms.append(sum(float(np.abs(h).sum()) for h in _sophia_hessian(state.opt_state)))
+  # The reference refreshes after steps k-1, 2k-1, ...: here at the start of steps 3 and 6, each
+  # refresh an EMA step h <- b2 h + (1 - b2) g^2; in between the estimate only stays.
+  assert norms[0] == norms[1] == norms[2] == 0.0
+  assert 0.0 < norms[3] == norms[4] == norms[5] != norms[6]
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def test_schedule_free_is_evaluated_at_its_average(tmp_path):
+  config = load_config_file("configs/quickstart.py")
+  config.optim.name, config.optim.lr, config.optim.schedule = "schedule_free_adamw", 5e-3, "constant"
+  config.optim.hparams = {"weight_decay": 0.05, "betas": (0.8, 0.99)}  # two groups: decay / none
+  setup = trainer.build(config)
+  state = trainer.initial_state(setup)
+  train_step, eval_step = trainer.compile_steps(setup)
+  for batch in _random_batches(config, 4):
+    state, _ = train_step(state, trainer.to_global(batch, setup.batch_sharding))
+  x = optim.schedule_free_eval_params(state.params, state.opt_state)
+  # Every parameter's x comes from the group that holds it: y + (1 - 1/b1)(z - y).
+  from jaxlab.optim.recent_optimizers import ScheduleFreeAdamWState
+  groups = [s for s in jax.tree.leaves(state.opt_state, is_leaf=lambda s: isinstance(s, ScheduleFreeAdamWState))
+            if isinstance(s, ScheduleFreeAdamWState)]
+  assert len(groups) == 2
+  kernel_z = groups[0].z["head"]["kernel"]  # the "decay" group holds the kernels
+  y = np.asarray(state.params["head"]["kernel"])
+  np.testing.assert_allclose(x["head"]["kernel"], y + (1 - 1 / 0.8) * (np.asarray(kernel_z) - y), rtol=1e-5)
+  metrics = trainer.evaluate_all(eval_step, state, config, setup.batch_sharding)
+  at_x = trainer.evaluate(eval_step, state.replace(params=x), config, setup.batch_sharding)
+  at_y = trainer.evaluate(eval_step, state, config, setup.batch_sharding)
+  assert metrics["eval/loss"] == at_x["eval/loss"] != at_y["eval/loss"]

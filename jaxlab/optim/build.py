@@ -78,8 +78,10 @@ def build(optim_config: ml_collections.ConfigDict, *, total_steps: int,
     # Two instances of the optimizer. One that keeps statistics over all parameters (timm's Lamb
     # clips by the gradient norm over every group) computes them per group here.
     no_decay = create(optim_config.name, lr=schedule, **{**hparams, "weight_decay": 0.0})
+    # Extra update arguments shaped like the params (SophiaG's Hessian gradients) are split too.
     tx = optax.partition({"decay": tx, "no_decay": no_decay},
-                         lambda params: weight_decay_labels(params, exclude, exclude_1d))
+                         lambda params: weight_decay_labels(params, exclude, exclude_1d),
+                         mask_compatible_extra_args=True)
   if optim_config.clip_grad_norm is not None:
     tx = optax.chain(optax.clip_by_global_norm(optim_config.clip_grad_norm), tx)
   multipliers = tuple(tuple(m) for m in optim_config.get("lr_multipliers", ()))

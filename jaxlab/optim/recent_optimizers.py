@@ -99,24 +99,33 @@ def schedule_free_adamw(lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.
   return optax.GradientTransformation(init, update)
 
 
-def _find_schedule_free_state(opt_state):
-  found = [s for s in jax.tree.leaves(
-      opt_state, is_leaf=lambda s: isinstance(s, ScheduleFreeAdamWState))
-      if isinstance(s, ScheduleFreeAdamWState)]
-  if len(found) != 1:
-    raise ValueError(f"expected one schedule_free_adamw state in opt_state, found {len(found)}")
-  return found[0]
+def _schedule_free_states(opt_state) -> list[ScheduleFreeAdamWState]:
+  return [s for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, ScheduleFreeAdamWState))
+          if isinstance(s, ScheduleFreeAdamWState)]
 
 
 def schedule_free_eval_params(params, opt_state):
   """The averaged iterate `x` to evaluate: `y/β1 + (1 - 1/β1)·z` (the reference's `eval()`).
 
   `params` are the training parameters (`y`); `opt_state` may be a chain containing the
-  schedule_free_adamw state.
+  schedule_free_adamw state, or several of them over parameter groups (optax.partition: each
+  holds `z` for its own group, optax.MaskedNode elsewhere).
   """
-  state = _find_schedule_free_state(opt_state)
-  b1 = state.beta1
-  return jax.tree.map(lambda y, z: (y + (1 - 1 / b1) * (z - y)).astype(y.dtype), params, state.z)
+  states = _schedule_free_states(opt_state)
+  if not states:
+    raise ValueError("expected a schedule_free_adamw state in opt_state, found none")
+  x = params
+  for state in states:
+    b1 = state.beta1
+    x = jax.tree.map(
+        lambda x, y, z, b1=b1: x if isinstance(z, optax.MaskedNode) else (y + (1 - 1 / b1) * (z - y)).astype(y.dtype),
+        x, params, state.z)
+  return x
+
+
+def evaluation_params(params, opt_state):
+  """The parameters to evaluate and export: schedule-free's `x` when it is used, else `params`."""
+  return schedule_free_eval_params(params, opt_state) if _schedule_free_states(opt_state) else params
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ tokenizer training differ here and nowhere else.
 - `loss(model, batch, rng)` runs in train mode and returns `(scalar loss, {name: scalar})`.
   Mutable model state (batch statistics, codebook EMAs) is updated in place on `model`; the step
   collects it afterwards. `rng` is fresh for every step and microbatch.
+- optional `sampled_loss(model, batch, rng)`: the loss on targets sampled from the model's own
+  prediction, for optimizers that estimate the Hessian's Gauss-Newton diagonal (SophiaG).
 - `evaluate(model, batch)` runs in eval mode and returns per-batch *sums* over real examples
   (`batch['mask']` marks padding), always including `count`; the trainer adds them over the
   eval set and divides by `count`.

@@ -39,6 +39,12 @@ class Classification:
     accuracy = (logits.argmax(-1) == batch["label"]).mean()
     return loss, {"loss": loss, "accuracy": accuracy}
 
+  def sampled_loss(self, model, batch, rng):
+    """Cross-entropy on labels drawn from the model's own prediction (SophiaG's Hessian estimate)."""
+    logits = model(batch["image"]).astype(jnp.float32)
+    sampled = jax.random.categorical(rng, jax.lax.stop_gradient(logits))
+    return optax.softmax_cross_entropy_with_integer_labels(logits, sampled).mean()
+
   def evaluate(self, model, batch):
     logits = model(batch["image"])
     mask = batch["mask"]
