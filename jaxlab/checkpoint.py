@@ -3,6 +3,10 @@
 The state is saved as a plain nested dict (`flax.serialization.to_state_dict`), so checkpoints do
 not depend on Python class names, and restored onto an abstract target that carries the target
 shardings: every process reads only the shards it owns.
+
+Each step also carries, as Orbax step metadata, the run's resolved config and the data position
+(`saved_run_info(step_dir)`): the rng is in the state, and the data pipeline restarts exactly at
+batch `state.step` from the seed, so a step directory alone says how to continue or reproduce it.
 """
 
 from __future__ import annotations
@@ -27,16 +31,37 @@ def _async_manager(directory: pathlib.Path, keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(directory, options=options)
 
 
-def _save(manager: ocp.CheckpointManager, step: int, state: TrainState) -> bool:
-  return manager.save(step, args=ocp.args.StandardSave(serialization.to_state_dict(state)), force=True)
+def _save(manager: ocp.CheckpointManager, step: int, state: TrainState, run_info: dict | None) -> bool:
+  info = None if run_info is None else {
+      **run_info, "data_position": {**run_info.get("data_position", {}), "next_batch": step}}
+  return manager.save(step, args=ocp.args.StandardSave(serialization.to_state_dict(state)), force=True,
+                      custom_metadata=info)
+
+
+def saved_run_info(step_dir: str | pathlib.Path) -> dict:
+  """{'config': the resolved config as a dict, 'data_position': {...}} stored with one step."""
+  step_dir = pathlib.Path(step_dir)
+  manager = ocp.CheckpointManager(step_dir.parent, options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    return dict(manager.metadata(int(step_dir.name)).custom_metadata or {})
+  finally:
+    manager.close()
+
+
+def run_info(config) -> dict:
+  """What every checkpoint of a run records besides the state (JSON-able)."""
+  return {"config": json.loads(config.to_json_best_effort()),
+          "data_position": {"seed": config.seed, "batch_size": config.batch_size}}
 
 
 class Checkpointer:
   """Saves every `every_steps` steps (and when forced), keeps the newest `keep`."""
 
-  def __init__(self, directory: str | pathlib.Path, *, every_steps: int, keep: int):
+  def __init__(self, directory: str | pathlib.Path, *, every_steps: int, keep: int,
+               run_info: dict | None = None):
     self.directory = pathlib.Path(directory).absolute()
     self._every = every_steps
+    self._run_info = run_info
     self._manager = _async_manager(self.directory, keep)
 
   def latest_step(self) -> int | None:
@@ -51,7 +76,7 @@ class Checkpointer:
       return False
     if step in self._manager.all_steps():
       return False
-    return _save(self._manager, step, state)
+    return _save(self._manager, step, state, self._run_info)
 
   def restore(self, step: int, abstract_state: TrainState) -> TrainState:
     """`abstract_state`: jax.ShapeDtypeStruct leaves carrying the shardings to restore onto."""
@@ -103,11 +128,13 @@ class BestCheckpoint:
   the metric improves, so keeping the best costs nothing on other evals.
   """
 
-  def __init__(self, directory: str | pathlib.Path, *, metric: str, mode: str = "max"):
+  def __init__(self, directory: str | pathlib.Path, *, metric: str, mode: str = "max",
+               run_info: dict | None = None):
     if mode not in ("max", "min"):
       raise ValueError(f"best checkpoint mode must be 'max' or 'min', got '{mode}'")
     self.directory = pathlib.Path(directory).absolute()
     self.metric, self._sign = metric, 1.0 if mode == "max" else -1.0
+    self._run_info = run_info
     self._manager = _async_manager(self.directory, keep=1)
     record = self.directory / "best.json"
     self.best = json.loads(record.read_text())["value"] if record.exists() else None
@@ -119,7 +146,7 @@ class BestCheckpoint:
     if self.best is not None and self._sign * value <= self._sign * self.best:
       return False
     self.best = value
-    _save(self._manager, step, state)
+    _save(self._manager, step, state, self._run_info)
     if jax.process_index() == 0:
       (self.directory / "best.json").write_text(
           json.dumps({"step": step, "metric": self.metric, "value": value}) + "\n")

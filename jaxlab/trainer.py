@@ -25,7 +25,7 @@ from flax import nnx
 
 from jaxlab import config as config_lib
 from jaxlab import data, optim, sharding, stages, steps, tasks
-from jaxlab.checkpoint import BestCheckpoint, Checkpointer
+from jaxlab.checkpoint import BestCheckpoint, Checkpointer, run_info
 from jaxlab.metrics.progress import Progress
 from jaxlab.metrics.writers import MetricWriter
 from jaxlab.preemption import Preempted, PreemptionWatch
@@ -217,13 +217,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     cleanup.callback(claim_workdir(workdir, jax.process_index()).close)  # one run per workdir
     if jax.process_index() == 0:
       (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    info = run_info(config)
     checkpointer = Checkpointer(workdir / "checkpoints", every_steps=config.checkpoint_every_steps,
-                                keep=config.keep_checkpoints)
+                                keep=config.keep_checkpoints, run_info=info)
     cleanup.callback(checkpointer.close)
     best = None
     if config.checkpoint_best.metric:
       best = BestCheckpoint(workdir / "best_checkpoint", metric=config.checkpoint_best.metric,
-                            mode=config.checkpoint_best.mode)
+                            mode=config.checkpoint_best.mode, run_info=info)
       cleanup.callback(best.close)
     state = checkpointer.restore_latest(setup.abstract_state, report=_warn)
     latest = None if state is None else int(jax.device_get(state.step))

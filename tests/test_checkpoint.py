@@ -1,12 +1,14 @@
 """Checkpoints written under one mesh restore under another, each array in its target sharding."""
 
+import json
+
 import chex
 import jax
 import numpy as np
 import pytest
 
 from jaxlab import trainer
-from jaxlab.checkpoint import Checkpointer
+from jaxlab.checkpoint import Checkpointer, saved_run_info
 from jaxlab.config import load_config_file
 
 MESHES = {"fsdp8": (1, 8, 1), "data8": (8, 1, 1), "2x2x2": (2, 2, 2), "one_device": (1, 1, 1)}
@@ -99,6 +101,13 @@ def test_best_checkpoint_follows_the_metric(tmp_path):
   restored = checkpointer.restore(best["step"], trainer.build(config).abstract_state)
   checkpointer.close()
   assert int(restored.step) == best["step"]
+  # Every checkpoint carries the run's resolved config and where the data stream goes on.
+  expected = json.loads(config.to_json_best_effort())
+  for step_dir in (tmp_path / "best_checkpoint" / str(best["step"]), tmp_path / "checkpoints" / "40"):
+    info = saved_run_info(step_dir)
+    assert info["config"] == expected
+    assert info["data_position"] == {"seed": config.seed, "batch_size": config.batch_size,
+                                     "next_batch": int(step_dir.name)}
 
 
 def test_a_save_cut_short_by_a_crash_is_never_resumed_from(tmp_path, capsys):
