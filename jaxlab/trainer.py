@@ -30,6 +30,7 @@ from jaxlab.metrics.progress import Progress
 from jaxlab.metrics.writers import MetricWriter
 from jaxlab.preemption import Preempted, PreemptionWatch
 from jaxlab.state import ModelGraph, TrainState
+from jaxlab.workdir import check_space
 from jaxlab.workdir import claim as claim_workdir
 
 # Fault injection for the resume test: the process SIGKILLs itself before this step.
@@ -215,6 +216,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   with contextlib.ExitStack() as cleanup:  # closed in reverse order, also on errors and preemption
     # ---- State: resume from the latest checkpoint, or initialise (from another run's if asked) ----
     cleanup.callback(claim_workdir(workdir, jax.process_index()).close)  # one run per workdir
+    check_space(workdir, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(setup.abstract_state)),
+                config.keep_checkpoints)
     if jax.process_index() == 0:
       (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     info = run_info(config)

@@ -1,4 +1,4 @@
-"""Claiming a workdir: one run at a time, and a clear error when it cannot be written.
+"""Claiming a workdir: one run at a time, and a clear error when it cannot be written or is full.
 
 The lock is an advisory `flock` on `DIR/.lock.<process>`: the kernel releases it when the process
 ends, however it ends (SIGKILL included), so there are no stale locks to clean up. Advisory locks
@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pathlib
+import shutil
 
 
 class WorkdirError(RuntimeError):
@@ -36,3 +37,16 @@ def claim(workdir: pathlib.Path, process_index: int = 0):
   lock.write(str(os.getpid()))
   lock.flush()
   return lock
+
+
+def check_space(workdir: pathlib.Path, checkpoint_bytes: int, keep: int) -> None:
+  """Fails now, not at the first save hours later, when the disk cannot hold the checkpoints.
+
+  Orbax writes a new step beside the ones it keeps before deleting the oldest: keep + 1 of them.
+  """
+  needed = checkpoint_bytes * (keep + 1)
+  free = shutil.disk_usage(workdir).free
+  if free < needed:
+    raise WorkdirError(f"workdir '{workdir}' has {free / 2**20:.1f} MiB free but {keep + 1} checkpoints "
+                       f"of this run need {needed / 2**20:.1f} MiB; free space or lower "
+                       "config.keep_checkpoints")
