@@ -33,8 +33,10 @@ from jaxlab.state import ModelGraph, TrainState
 from jaxlab.workdir import check_space
 from jaxlab.workdir import claim as claim_workdir
 
-# Fault injection for the resume test: the process SIGKILLs itself before this step.
+# Fault injection for the resume tests: the process SIGKILLs itself before this step, or right
+# after starting the asynchronous save of this step (while Orbax is still writing it).
 _KILL_AT_STEP_ENV = "JAXLAB_SIGKILL_AT_STEP"
+_KILL_DURING_SAVE_ENV = "JAXLAB_SIGKILL_DURING_SAVE_OF_STEP"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,7 +254,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     cleanup.callback(preemption.close)
     batches = data.train_batches(config.dataset, local_batch_size=config.batch_size // jax.process_count(),
                                  seed=config.seed, start_step=start_step)
-    kill_at = int(os.environ.get(_KILL_AT_STEP_ENV, -1))
+    kill_at = int(os.environ.get(_KILL_AT_STEP_ENV, "-1"))
+    kill_in_save = int(os.environ.get(_KILL_DURING_SAVE_ENV, "-1"))
     history, history_start, eval_metrics = [], start_step, {}
     window_start, window_time = start_step, time.perf_counter()
     for step in range(start_step + 1, total_steps + 1):
@@ -286,7 +289,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         scalars = {**(scalars or {}), **eval_metrics}
       if scalars is not None:  # restart the throughput window after logging and eval
         window_start, window_time = step, time.perf_counter()
-      checkpointer.maybe_save(step, state, force=stop or step == total_steps)
+      if checkpointer.maybe_save(step, state, force=stop or step == total_steps) and step == kill_in_save:
+        os.kill(os.getpid(), signal.SIGKILL)
       progress.update(step, scalars)
       if stop:
         raise Preempted(step, checkpointer.directory)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import signal
 
 import numpy as np
@@ -76,23 +78,55 @@ def test_loss_curves_agree_across_meshes(tmp_path, data_dir):
     np.testing.assert_allclose(losses, reference, rtol=1e-3, err_msg=name)
 
 
-def test_sigkill_then_restart_matches_uninterrupted_run(tmp_path, data_dir):
-  code, _, err = run(QUICKSTART, tmp_path / "straight", *SHORT, data_dir=data_dir)
-  assert code == 0, err[-3000:]
-  # The process SIGKILLs itself before step 25; checkpoints exist at 10 and (likely) 20.
-  code, _, _ = run(QUICKSTART, tmp_path / "killed", *SHORT, data_dir=data_dir, JAXLAB_SIGKILL_AT_STEP="25")
-  assert code == -signal.SIGKILL
-  interrupted = read_jsonl(tmp_path / "killed" / "metrics.jsonl")
-  assert 10 <= interrupted[-1]["step"] < 30
-  code, out, err = run(QUICKSTART, tmp_path / "killed", *SHORT, data_dir=data_dir)
-  assert code == 0, err[-3000:]
-  assert "resumed from step" in err + out
-  straight = read_jsonl(tmp_path / "straight" / "metrics.jsonl")
-  resumed = read_jsonl(tmp_path / "killed" / "metrics.jsonl")
-  assert [r["step"] for r in resumed] == [r["step"] for r in straight]
-  for a, b in zip(straight, resumed):
+def _final_tensors(workdir):
+  from jaxlab.export import exported_tensors  # pylint: disable=import-outside-toplevel
+  return exported_tensors(workdir / "checkpoints" / "30")
+
+
+def _assert_same_run(straight, resumed):
+  a_records, b_records = read_jsonl(straight / "metrics.jsonl"), read_jsonl(resumed / "metrics.jsonl")
+  assert [r["step"] for r in b_records] == [r["step"] for r in a_records]
+  for a, b in zip(a_records, b_records):
     for key in ("train/loss", "train/accuracy", "eval/loss", "eval/accuracy"):
       assert a.get(key) == b.get(key), (a["step"], key)
+  a_final, b_final = _final_tensors(straight), _final_tensors(resumed)
+  assert a_final.keys() == b_final.keys()
+  for name in a_final:  # bit-identical parameters and batch statistics
+    np.testing.assert_array_equal(a_final[name], b_final[name], err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, data_dir):
+  workdir = tmp_path_factory.mktemp("straight")
+  code, _, err = run(QUICKSTART, workdir, *SHORT, data_dir=data_dir)
+  assert code == 0, err[-3000:]
+  return workdir
+
+
+def test_sigkill_at_a_random_step_then_restart_is_bit_identical(tmp_path, data_dir, straight_run):
+  seed = int.from_bytes(os.urandom(4), "little")
+  kill_at = random.Random(seed).randint(2, 29)
+  code, _, _ = run(QUICKSTART, tmp_path / "killed", *SHORT, data_dir=data_dir,
+                   JAXLAB_SIGKILL_AT_STEP=str(kill_at))
+  assert code == -signal.SIGKILL, f"kill_at={kill_at}"
+  code, out, err = run(QUICKSTART, tmp_path / "killed", *SHORT, data_dir=data_dir)
+  assert code == 0, err[-3000:]
+  # Checkpoints every 10 steps: resumed from the last one written before the kill, or afresh.
+  if kill_at > 10:
+    assert "resumed from step" in err + out, f"kill_at={kill_at}"
+  _assert_same_run(straight_run, tmp_path / "killed")
+
+
+def test_sigkill_during_an_async_save_resumes_from_the_previous_checkpoint(tmp_path, data_dir, straight_run):
+  workdir = tmp_path / "killed"
+  code, _, _ = run(QUICKSTART, workdir, *SHORT, data_dir=data_dir, JAXLAB_SIGKILL_DURING_SAVE_OF_STEP="20")
+  assert code == -signal.SIGKILL
+  # The save of step 20 was cut short: only Orbax's temporary directory for it, if anything.
+  assert not (workdir / "checkpoints" / "20").exists()
+  code, out, err = run(QUICKSTART, workdir, *SHORT, data_dir=data_dir)
+  assert code == 0, err[-3000:]
+  assert "resumed from step 10" in err + out and "damaged" not in err
+  _assert_same_run(straight_run, workdir)
 
 
 def test_quickstart_reaches_97_percent(tmp_path, data_dir):
