@@ -1,5 +1,6 @@
 """Per-group lr factors (multipliers, layer-wise decay) and lookahead, against their definitions."""
 
+import chex
 import jax
 import ml_collections
 import numpy as np
@@ -119,3 +120,25 @@ def test_lookahead_equals_optax_lookahead():
     np.testing.assert_allclose(optim.averaged_params(state)["w"], ref_p.slow["w"], rtol=1e-5, atol=1e-6)
     if t % 5:
       assert not np.allclose(p["w"], ref_p.slow["w"])
+
+
+def test_lamb_clips_by_the_norm_over_both_weight_decay_groups():
+  """timm's Lamb divides every gradient by max(global norm / max_grad_norm, 1) over all groups."""
+  c = config_lib.base_config().optim
+  c.name, c.lr, c.schedule = "lamb", 1e-2, "constant"
+  c.hparams = ml_collections.ConfigDict({"weight_decay": 0.1, "max_grad_norm": 1.0})
+  tx, _ = optim.build(c, total_steps=10)
+  params = _vit_like_params()
+  grads = [jax.tree.map(lambda g: 5 * g, g) for g in _grads(params)]  # global norm far above 1
+  got, _ = _run(tx, params, grads)
+  # Reference: clip globally first, then Lamb per group (no clipping inside), decay on >=2-D only.
+  labels = optim.weight_decay_labels(params)
+  reference = optax.chain(optax.clip_by_global_norm(1.0), optax.partition(
+      {"decay": optim.create("lamb", lr=1e-2, weight_decay=0.1, max_grad_norm=None),
+       "no_decay": optim.create("lamb", lr=1e-2, weight_decay=0.0, max_grad_norm=None)}, labels))
+  want, _ = _run(reference, params, grads)
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-7)
+  per_group, _ = _run(optax.partition(
+      {"decay": optim.create("lamb", lr=1e-2, weight_decay=0.1),
+       "no_decay": optim.create("lamb", lr=1e-2, weight_decay=0.0)}, labels), params, grads)
+  assert not np.allclose(got["head"]["bias"], per_group["head"]["bias"], rtol=1e-4)

@@ -22,6 +22,9 @@ from jaxlab.optim.param_groups import param_path, scale_by_param_group
 from jaxlab.optim.registry import create, entry
 from jaxlab.optim.schedules import make_schedule
 
+# Optimizers that clip by the global gradient norm over all parameter groups, and the keyword.
+_GLOBAL_CLIP_HPARAM = {"lamb": "max_grad_norm"}
+
 AVERAGING = {"ema": averaging.ema, "sema": averaging.sema, "swa": averaging.swa,
              "lookahead": averaging.lookahead}
 
@@ -75,13 +78,22 @@ def build(optim_config: ml_collections.ConfigDict, *, total_steps: int,
   exclude = tuple(optim_config.get("weight_decay_exclude", ()))
   exclude_1d = optim_config.get("weight_decay_exclude_1d", True)
   if decays and (exclude or exclude_1d):
-    # Two instances of the optimizer. One that keeps statistics over all parameters (timm's Lamb
-    # clips by the gradient norm over every group) computes them per group here.
+    # Two instances of the optimizer, like PyTorch's two parameter groups. An optimizer's global
+    # gradient clipping (timm's Lamb) spans every group: it moves in front of the split.
+    # (Prodigy's step-size estimate d is per group here, as schedule-free AdamW's averaging is.)
+    global_clip = None
+    if optim_config.name in _GLOBAL_CLIP_HPARAM:
+      key = _GLOBAL_CLIP_HPARAM[optim_config.name]
+      global_clip = hparams.get(key, entry(optim_config.name).defaults.get(key))
+      hparams[key] = None
+      tx = create(optim_config.name, lr=schedule, **hparams)
     no_decay = create(optim_config.name, lr=schedule, **{**hparams, "weight_decay": 0.0})
     # Extra update arguments shaped like the params (SophiaG's Hessian gradients) are split too.
     tx = optax.partition({"decay": tx, "no_decay": no_decay},
                          lambda params: weight_decay_labels(params, exclude, exclude_1d),
                          mask_compatible_extra_args=True)
+    if global_clip is not None:
+      tx = optax.chain(optax.clip_by_global_norm(global_clip), tx)
   if optim_config.clip_grad_norm is not None:
     tx = optax.chain(optax.clip_by_global_norm(optim_config.clip_grad_norm), tx)
   multipliers = tuple(tuple(m) for m in optim_config.get("lr_multipliers", ()))
