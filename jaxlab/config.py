@@ -83,7 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.hessian_every = 10
   # No weight decay on 1-D parameters (biases, norms) and on paths matching these regexes.
   c.optim.weight_decay_exclude_1d = True
-  c.optim.weight_decay_exclude = ()
+  # The default names timm's models list in `no_weight_decay()` (ViT/DeiT/Swin embeddings, tables).
+  c.optim.weight_decay_exclude = (
+      r"(^|/)(pos_embed|cls_token|dist_token|reg_token|absolute_pos_embed|relative_position_bias_table)$",)
   # Parameter groups with a scaled lr (see jaxlab/optim/param_groups.py): (regex, factor) pairs,
   # and layer-wise lr decay for fine-tuning, with regexes naming the layers from the input up
   # (the default fits ViT/DeiT; unmatched parameters such as the head keep the full lr).

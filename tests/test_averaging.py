@@ -112,3 +112,16 @@ def test_weight_decay_labels():
   labels = optim.weight_decay_labels(params, exclude_patterns=(r"pos_embed",), exclude_1d=True)
   assert labels == {"conv": {"kernel": "decay"}, "bn": {"scale": "no_decay"}, "pos_embed": "no_decay",
                     "head": {"kernel": "decay", "bias": "no_decay"}}
+
+
+def test_default_exclusions_are_timms_no_weight_decay_names():
+  from jaxlab.config import base_config  # pylint: disable=import-outside-toplevel
+  params = {"pos_embed": jnp.zeros((1, 5, 8)), "cls_token": jnp.zeros((1, 1, 8)),
+            "layers": {"0": {"blocks": {"0": {"attn": {"relative_position_bias_table": jnp.zeros((169, 3)),
+                                                       "qkv": {"kernel": jnp.zeros((8, 24))}}}}}},
+            "my_pos_embed_proj": {"kernel": jnp.zeros((8, 8))}}
+  labels = optim.weight_decay_labels(params, base_config().optim.weight_decay_exclude)
+  assert labels["pos_embed"] == labels["cls_token"] == "no_decay"
+  attn = labels["layers"]["0"]["blocks"]["0"]["attn"]
+  assert attn["relative_position_bias_table"] == "no_decay" and attn["qkv"]["kernel"] == "decay"
+  assert labels["my_pos_embed_proj"]["kernel"] == "decay"
