@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cli_runner import run, start
+from multihost_reference import replay_losses
 from jaxlab.metrics.writers import read_jsonl
 
 QUICKSTART = "configs/quickstart.py"
@@ -160,6 +161,8 @@ def test_two_processes_train_one_model(tmp_path, data_dir):
   losses = _losses(workdir)
   assert len(losses) == 30 and losses[-1] < losses[0]
   assert (workdir / "checkpoints" / "30").is_dir()
+  # Each process's batches side by side, trained in one process on one device: the same losses.
+  np.testing.assert_allclose(losses, replay_losses(QUICKSTART, SHORT, num_processes=2), rtol=1e-3)
 
 
 def _wait_for_step(workdir, step, proc, timeout=300):
@@ -206,3 +209,33 @@ def test_two_stages_script_runs_end_to_end(tmp_path, data_dir):
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.count("test accuracy:") == 2
   assert f"initialised 15 arrays from {tmp_path / 'pretrain' / 'checkpoints' / '20'}" in result.stderr
+
+
+def test_sigterm_on_one_of_two_hosts_stops_both_at_the_same_step(tmp_path, data_dir):
+  """JAX's preemption sync: the host that gets SIGTERM and the one that does not save the same step."""
+  import socket  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "two_hosts"
+  args = ("--config.total_steps=1000", "--config.log_every_steps=5", "--config.checkpoint_every_steps=5000",
+          "--config.eval_every_steps=5000", "--config.mesh.data=8")
+
+  def start_both(*extra):
+    with socket.socket() as s:
+      s.bind(("localhost", 0))
+      port = s.getsockname()[1]
+    return [start(QUICKSTART, workdir, *args, *extra, "--multihost", f"--coordinator_address=localhost:{port}",
+                  "--num_processes=2", f"--process_id={i}", devices=4, data_dir=data_dir) for i in range(2)]
+
+  procs = start_both()
+  _wait_for_step(workdir, 20, procs[0])
+  procs[1].send_signal(signal.SIGTERM)
+  outs = [p.communicate(timeout=300) for p in procs]
+  for proc, (_, err) in zip(procs, outs):
+    assert proc.returncode == 0, err[-3000:]
+  saved = int(outs[0][0].split("preempted: saved step ")[1].split()[0])
+  assert 20 <= saved < 1000
+  assert [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()] == [saved]
+  procs = start_both(f"--config.total_steps={saved + 5}")  # a short way on is enough to show the resume
+  outs = [p.communicate(timeout=600) for p in procs]
+  for proc, (_, err) in zip(procs, outs):
+    assert proc.returncode == 0, err[-3000:]
+  assert f"resumed from step {saved}" in outs[0][0] + outs[0][1]
