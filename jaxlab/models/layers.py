@@ -28,11 +28,16 @@ def conv(
     strides: int = 1,
     padding: int | str | Sequence[tuple[int, int]] = "SAME",
     use_bias: bool = False,
+    groups: int = 1,
+    kernel_init: nnx.Initializer | None = None,
     dtype: DTypeLike,
     param_dtype: DTypeLike,
     rngs: nnx.Rngs,
 ) -> nnx.Conv:
-  """A 2D convolution over NHWC inputs; bias-free by default because a BatchNorm follows."""
+  """A 2D convolution over NHWC inputs; bias-free by default because a BatchNorm follows.
+
+  `groups` as in PyTorch (in_channels for a depthwise conv); `kernel_init` defaults to He normal.
+  """
   return nnx.Conv(
       in_channels,
       out_channels,
@@ -40,10 +45,12 @@ def conv(
       strides=strides,
       padding=padding,
       use_bias=use_bias,
+      feature_group_count=groups,
       dtype=dtype,
       param_dtype=param_dtype,
-      # He init: these convolutions feed ReLUs.
-      kernel_init=nnx.with_partitioning(nnx.initializers.he_normal(), logical_axes.CONV_KERNEL),
+      # He init by default: these convolutions feed ReLUs.
+      kernel_init=nnx.with_partitioning(kernel_init or nnx.initializers.he_normal(),
+                                        logical_axes.CONV_KERNEL),
       bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), (logical_axes.CONV_OUT,)),
       rngs=rngs,
   )

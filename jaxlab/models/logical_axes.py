@@ -9,8 +9,12 @@ CONV_OUT = "conv_out"  # output channels of a convolution kernel (and the norm t
 EMBED = "embed"  # features entering a dense layer
 MLP = "mlp"  # hidden features produced by a dense layer
 CLASSES = "classes"  # classifier outputs
+QKV = "qkv"  # fused query/key/value projections: 3 x heads x head_dim features
+HEADS = "heads"  # attention outputs laid out as heads x head_dim (input of the output projection)
 
 # Conv kernels are (H, W, C_in, C_out); spatial taps are never sharded.
 CONV_KERNEL = (None, None, CONV_IN, CONV_OUT)
 HIDDEN_DENSE_KERNEL = (EMBED, MLP)
 HEAD_KERNEL = (EMBED, CLASSES)
+QKV_KERNEL = (EMBED, QKV)
+ATTN_OUT_KERNEL = (HEADS, EMBED)

@@ -7,11 +7,14 @@ hyperparameters, so unknown or misspelt ones fail in one line before anything is
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any, Callable
 
 import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
+
+from jaxlab.convert import timm as timm_convert
 
 # factory(*, num_classes, rngs, dtype, param_dtype, **hparams): a Module class or a function.
 ModelFactory = Callable[..., nnx.Module]
@@ -65,15 +68,21 @@ def create(
     rngs: nnx.Rngs,
     dtype: DTypeLike = jnp.float32,
     param_dtype: DTypeLike = jnp.float32,
+    pretrained: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> nnx.Module:
   """Builds model `name`: computes in `dtype`, stores parameters in `param_dtype`, float32 logits.
 
   Parameters carry logical sharding axes but are created unsharded: jaxlab.sharding places them
   later from those annotations. Also works under `nnx.eval_shape(lambda: create(...))`.
+  `pretrained`: a timm/PyTorch checkpoint (.safetensors, or .pth/.bin with torch installed) loaded
+  into the model (`jaxlab.convert.timm`); with another `num_classes` its head is skipped.
   """
   check_kwargs(name, kwargs)
   # Without this, flax refuses to create annotated parameters when no mesh context is active.
   with nnx.use_eager_sharding(False):
-    return _REGISTRY[name](num_classes=num_classes, rngs=rngs, dtype=dtype,
-                           param_dtype=param_dtype, **kwargs)
+    model = _REGISTRY[name](num_classes=num_classes, rngs=rngs, dtype=dtype,
+                            param_dtype=param_dtype, **kwargs)
+  if pretrained is not None:
+    timm_convert.load_pretrained(model, pretrained, name=name)
+  return model

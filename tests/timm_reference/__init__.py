@@ -1,0 +1,1 @@
+"""Reference data from timm/torchvision for the weight-import tests (see make_fixtures.py)."""
