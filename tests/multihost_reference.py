@@ -31,6 +31,7 @@ def config_with_overrides(spec: str, overrides: tuple[str, ...]):
 def replay_losses(spec: str, overrides: tuple[str, ...], *, num_processes: int) -> np.ndarray:
   """Per-step train losses of `num_processes` processes' batches, trained on one device."""
   import jax  # pylint: disable=import-outside-toplevel
+
   from jaxlab import data, trainer  # pylint: disable=import-outside-toplevel
 
   config = config_with_overrides(spec, overrides)
