@@ -132,7 +132,7 @@ def test_lamb_clips_by_the_norm_over_both_weight_decay_groups():
   grads = [jax.tree.map(lambda g: 5 * g, g) for g in _grads(params)]  # global norm far above 1
   got, _ = _run(tx, params, grads)
   # Reference: clip globally first, then Lamb per group (no clipping inside), decay on >=2-D only.
-  labels = optim.weight_decay_labels(params)
+  labels = optim.weight_decay_labels(params, c.weight_decay_exclude)
   reference = optax.chain(optax.clip_by_global_norm(1.0), optax.partition(
       {"decay": optim.create("lamb", lr=1e-2, weight_decay=0.1, max_grad_norm=None),
        "no_decay": optim.create("lamb", lr=1e-2, weight_decay=0.0, max_grad_norm=None)}, labels))
