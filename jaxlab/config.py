@@ -55,6 +55,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.sharding.fsdp_min_size = 2**14
 
   c.task = ml_collections.ConfigDict({"name": "classification", "label_smoothing": 0.0})
+  # On-device mixing of each train batch (jaxlab/tasks/mixing.py; timm's Mixup arguments): off
+  # while both alphas are 0. region: cutmix, resizemix, fmix or saliencymix.
+  c.task.mixup = ml_collections.ConfigDict({
+      "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "prob": 1.0, "switch_prob": 0.5, "mode": "batch",
+      "correct_lam": True, "region": "cutmix", "resizemix_scale": (0.1, 0.8),
+      "fmix_decay_power": 3.0})
   c.model = ml_collections.ConfigDict({"name": "small_cnn"})  # other keys go to the constructor
   c.dataset = default_dataset_config()
 
@@ -166,6 +172,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
   _check_name("config.optim.schedule", config.optim.schedule, optim.available_schedules())
   _check_name("config.optim.averaging.name", config.optim.averaging.name, optim.available_averaging())
   _check_name("config.task.name", config.task.name, tasks.available())
+  if config.task.name == "diffusion":  # its keys live in config.task (jaxlab/diffusion/config.py)
+    from jaxlab.diffusion.config import check_diffusion_config  # pylint: disable=import-outside-toplevel
+    try:
+      check_diffusion_config(config.task)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+  if config.task.name in ("tokenizer", "maskgit"):  # keys in config.task: jaxlab/tasks/{tokenizer,maskgit}.py
+    try:
+      tasks.from_config(config.task)
+    except ValueError as e:
+      raise ConfigError(f"config.task: {e}") from None
   _check_name("config.compute_dtype", config.compute_dtype, list(COMPUTE_DTYPES))
   _check_name("config.nonfinite", config.nonfinite, ["skip", "stop"])
   _check_name("config.checkpoint_best.mode", config.checkpoint_best.mode, ["max", "min"])
@@ -173,6 +190,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     data.check_dataset_name(config.dataset.name)
   except ValueError as e:
     raise ConfigError(f"config.dataset.name: {e}") from None
+  try:
+    data.check_augmentation_config(config.dataset)
+  except ValueError as e:
+    raise ConfigError(f"config.{e}") from None
+  if config.task.get("mixup") is not None:
+    from jaxlab.tasks import mixing  # pylint: disable=import-outside-toplevel
+    try:
+      mixing.MixConfig.from_config(config.task.mixup)
+    except ValueError as e:
+      raise ConfigError(f"config.task.mixup: {e}") from None
 
   shape = mesh_shape(config.mesh, num_devices)
   data_parallel = shape[0] * shape[1]
@@ -229,4 +256,4 @@ def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> i
   """`total_steps` if set, else `num_epochs` over the train split at the global batch size."""
   if config.total_steps is not None:
     return int(config.total_steps)
-  return max(1, int(round(config.num_epochs * num_train_examples / config.batch_size)))
+  return max(1, round(config.num_epochs * num_train_examples / config.batch_size))

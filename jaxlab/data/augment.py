@@ -11,7 +11,8 @@ Images are HxWxC tensors. Geometric ops work on any dtype; `normalize` expects f
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -89,3 +90,38 @@ def normalize(image: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> 
   mean = tf.constant(mean, tf.float32)
   std = tf.constant(std, tf.float32)
   return (tf.cast(image, tf.float32) - mean) / std
+
+
+def random_erasing(image: tf.Tensor, seed: tf.Tensor, probability: float,
+                   area: tuple[float, float] = (0.02, 1 / 3),
+                   log_aspect: tuple[float, float] = (math.log(0.3), math.log(1 / 0.3)),
+                   attempts: int = 10) -> tf.Tensor:
+  """timm's RandomErasing(mode='pixel', count 1) on a normalized HxWxC image.
+
+  With `probability`, up to `attempts` boxes of area U(area) * H * W and aspect exp(U(log_aspect))
+  are proposed; the first that fits (h < H and w < W) is placed uniformly and filled with N(0, 1)
+  noise per pixel and channel. If none fits, the image is unchanged.
+  """
+  if probability <= 0:
+    return image
+  shape = tf.shape(image)
+  height, width = shape[0], shape[1]
+  keys = tf.random.experimental.stateless_split(seed, 6)
+  apply = tf.random.stateless_uniform([], keys[0]) < probability
+  target = tf.random.stateless_uniform([attempts], keys[1], *area) * tf.cast(height * width,
+                                                                              tf.float32)
+  aspect = tf.exp(tf.random.stateless_uniform([attempts], keys[2], *log_aspect))
+  # round() as Python's: halves to even, which tf.round also does.
+  box_h = tf.cast(tf.round(tf.sqrt(target * aspect)), tf.int32)
+  box_w = tf.cast(tf.round(tf.sqrt(target / aspect)), tf.int32)
+  fits = (box_h < height) & (box_w < width)
+  first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+  h, w = box_h[first], box_w[first]
+  top = tf.random.stateless_uniform([], keys[3], 0, height - h + 1, dtype=tf.int32)
+  left = tf.random.stateless_uniform([], keys[4], 0, width - w + 1, dtype=tf.int32)
+  rows = tf.range(height)[:, None]
+  cols = tf.range(width)[None, :]
+  inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+  erase = apply & tf.reduce_any(fits) & inside
+  noise = tf.random.stateless_normal(shape, keys[5], dtype=image.dtype)
+  return tf.where(erase[:, :, None], noise, image)

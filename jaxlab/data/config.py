@@ -15,6 +15,10 @@ Fields of `config.dataset` (an `ml_collections.ConfigDict`):
                   for digits and text-like data.
   crop_padding    pixels of padding for 'crop_flip'.
   pad_mode        'zero' (torchvision's default) or 'reflect', for 'crop_flip'.
+  randaugment     '' (off) or a timm RandAugment spec, e.g. 'rand-m9-mstd0.5-inc1' (see
+                  jaxlab/data/randaugment.py); after crop/flip, before normalization.
+  random_erasing  probability of timm's RandomErasing (mode 'pixel': N(0, 1) noise in one box of
+                  2%-33% of the image), after normalization; 0 = off.
   mean, std       per-channel normalization on the 0..1 pixel scale.
   shuffle_buffer  examples shuffled together; >= the split size gives a uniform permutation per
                   epoch; <= 1 turns shuffling off. Holds up to ~2x that many encoded examples
@@ -43,6 +47,8 @@ def default_dataset_config() -> ml_collections.ConfigDict:
       'flip': False,  # A mirrored 2 or 5 is not the same digit.
       'crop_padding': 1,
       'pad_mode': 'zero',
+      'randaugment': '',
+      'random_erasing': 0.0,
       'mean': digits.TRAIN_MEAN,
       'std': digits.TRAIN_STD,
       'shuffle_buffer': 10_000,  # Covers digits' 1437 train examples: a full permutation.
@@ -51,8 +57,25 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   })
 
 
+def check_augmentation_config(cfg: ml_collections.ConfigDict) -> None:
+  """RandAugment and random erasing settings; a one-line ValueError naming the field."""
+  if cfg.get('randaugment'):
+    from jaxlab.data import randaugment  # pylint: disable=import-outside-toplevel
+    try:
+      randaugment.parse(cfg.randaugment)
+    except ValueError as e:
+      raise ValueError(f'dataset.randaugment: {e}') from None
+  erasing = cfg.get('random_erasing', 0.0)
+  if not isinstance(erasing, (int, float)) or not 0 <= erasing <= 1:
+    raise ValueError(f'dataset.random_erasing={erasing!r} must be a probability in [0, 1]')
+
+
 def check_dataset_config(cfg: ml_collections.ConfigDict, num_channels: int) -> None:
   """Raises ValueError, naming the field, where the config cannot describe a valid pipeline."""
+  check_augmentation_config(cfg)
+  if cfg.get('randaugment') and num_channels != 3:
+    raise ValueError(f'dataset.randaugment needs RGB images; {cfg.name} images have '
+                     f'{num_channels} channel(s)')
   if cfg.augment not in AUGMENTATIONS:
     raise ValueError(f"dataset.augment={cfg.augment!r}; valid: {', '.join(AUGMENTATIONS)}")
   pad_mode = cfg.get('pad_mode', 'zero')

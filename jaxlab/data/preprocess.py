@@ -1,6 +1,7 @@
 """The per-example train and eval transforms that a dataset config asks for.
 
-Both take a decoded uint8 HxWxC image and return float32 normalized to the config's mean/std,
+Train: crop/flip as `augment` says, then RandAugment (`randaugment`, a timm spec string), then
+normalization, then random erasing (`random_erasing`, its probability) -- timm's order. Both take a decoded uint8 HxWxC image and return float32 normalized to the config's mean/std,
 with the shape `output_image_shape` reports. Eval never augments:
 
   image_size None          native size, untouched.
@@ -11,12 +12,12 @@ with the shape `output_image_shape` reports. Eval never augments:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import ml_collections
 import tensorflow as tf
 
-from jaxlab.data import augment
+from jaxlab.data import augment, randaugment
 
 # Fraction of the resized image that the eval center crop keeps (the ImageNet 224/256 convention).
 CENTER_CROP_FRACTION = 0.875
@@ -40,9 +41,14 @@ def train_transform(cfg: ml_collections.ConfigDict,
   """(uint8 image, shape-[2] seed) -> augmented, normalized float32 image of `shape`."""
   size = shape[:2]
   pad_mode = cfg.get('pad_mode', 'zero')
+  policy = randaugment.parse(cfg.randaugment) if cfg.get('randaugment') else None
+  erasing = cfg.get('random_erasing', 0.0)
 
   def transform(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    # Four streams: the crop and flip seeds are the ones of the two-way split before RandAugment
+    # and erasing existed, so configs without them produce the same images as before.
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    rand_seed, erase_seed = tf.unstack(tf.random.experimental.stateless_split(flip_seed, 2))
     image = augment.to_float(image)
     if cfg.augment == 'random_resized_crop':
       image = augment.random_resized_crop(image, crop_seed, size)
@@ -52,7 +58,12 @@ def train_transform(cfg: ml_collections.ConfigDict,
         image = augment.pad_and_crop(image, crop_seed, cfg.crop_padding, pad_mode)
     if cfg.flip and cfg.augment != 'none':
       image = augment.random_flip(image, flip_seed)
-    return tf.ensure_shape(augment.normalize(image, cfg.mean, cfg.std), shape)
+    if policy is not None:
+      image = randaugment.randaugment(image, rand_seed, policy, fill=cfg.mean)
+    image = augment.normalize(image, cfg.mean, cfg.std)
+    if erasing > 0:
+      image = augment.random_erasing(image, erase_seed, erasing)
+    return tf.ensure_shape(image, shape)
 
   return transform
 

@@ -69,15 +69,23 @@ def schedule_from_config(optim_config: ml_collections.ConfigDict, *, total_steps
 
 
 def build(optim_config: ml_collections.ConfigDict, *, total_steps: int,
-          steps_per_epoch: int | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """The optimizer a config asks for, and its learning-rate schedule (logged as `lr`)."""
-  schedule = schedule_from_config(optim_config, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
-  hparams = dict(optim_config.hparams)
+          steps_per_epoch: int | None = None, schedule: optax.Schedule | None = None,
+          hparams: dict | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The optimizer a config asks for, and its learning-rate schedule (logged as `lr`).
+
+  `schedule` and `hparams` replace the config's schedule and `optim_config.hparams`; their values
+  may be traced arrays (jaxlab.study vmaps one program over cells that differ only in them).
+  """
+  if schedule is None:
+    schedule = schedule_from_config(optim_config, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+  hparams = dict(optim_config.hparams if hparams is None else hparams)
   tx = create(optim_config.name, lr=schedule, **hparams)
   decays = hparams.get("weight_decay", entry(optim_config.name).defaults.get("weight_decay", 0))
   exclude = tuple(optim_config.get("weight_decay_exclude", ()))
   exclude_1d = optim_config.get("weight_decay_exclude_1d", True)
-  if decays and (exclude or exclude_1d):
+  # A traced weight decay (a study's per-cell value) may be non-zero: keep the groups.
+  may_decay = isinstance(decays, jax.Array) or bool(decays)
+  if may_decay and (exclude or exclude_1d):
     # Two instances of the optimizer, like PyTorch's two parameter groups. An optimizer's global
     # gradient clipping (timm's Lamb) spans every group: it moves in front of the split.
     # (Prodigy's step-size estimate d is per group here, as schedule-free AdamW's averaging is.)

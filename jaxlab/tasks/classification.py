@@ -1,4 +1,9 @@
-"""Image classification: softmax cross-entropy with optional label smoothing, top-1 accuracy."""
+"""Image classification: softmax cross-entropy with optional label smoothing, top-1 accuracy.
+
+With `task.mixup` enabled (see `jaxlab.tasks.mixing`), each train step mixes its batch on device
+(Mixup/CutMix and relatives) with the step's fresh rng and trains on the soft targets, into which
+label smoothing is then folded (timm's Mixup); training accuracy is against the unmixed labels.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,18 @@ import optax
 from flax import nnx
 
 from jaxlab import models
+from jaxlab.tasks import mixing
 
 
 @dataclasses.dataclass(frozen=True)
 class Classification:
   label_smoothing: float = 0.0
+  mixup: mixing.MixConfig = dataclasses.field(default_factory=mixing.MixConfig)
 
   @classmethod
-  def from_config(cls, task_config: ml_collections.ConfigDict) -> "Classification":
-    return cls(label_smoothing=task_config.get("label_smoothing", 0.0))
+  def from_config(cls, task_config: ml_collections.ConfigDict) -> Classification:
+    return cls(label_smoothing=task_config.get("label_smoothing", 0.0),
+               mixup=mixing.MixConfig.from_config(task_config.get("mixup")))
 
   def init(self, config, info, rngs: nnx.Rngs) -> nnx.Module:
     kwargs = {k: v for k, v in config.model.items() if k != "name"}
@@ -33,9 +41,15 @@ class Classification:
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
   def loss(self, model, batch, rng):
-    del rng  # the model draws its own dropout keys from the step's reseeded streams
-    logits = model(batch["image"])
-    loss = self._cross_entropy(logits, batch["label"]).mean()
+    # rng drives the mixing; the model draws its dropout keys from the step's reseeded streams.
+    if self.mixup.enabled:
+      images, lam = mixing.mix_images(self.mixup, rng, batch["image"])
+      logits = model(images)
+      targets = mixing.mix_targets(batch["label"], lam, logits.shape[-1], self.label_smoothing)
+      loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
+    else:
+      logits = model(batch["image"])
+      loss = self._cross_entropy(logits, batch["label"]).mean()
     accuracy = (logits.argmax(-1) == batch["label"]).mean()
     return loss, {"loss": loss, "accuracy": accuracy}
 

@@ -1,0 +1,58 @@
+"""The study's tables in its workdir: one row per cell (results) and per cell and layer (diagnostics).
+
+Both are JSONL files that only grow (a row is appended when its cell's program finishes); readers
+keep the last row of each key, so a row written again after a crash replaces the earlier one.
+`results.csv` is the same table as `results.jsonl`, rewritten from it after every group.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+
+RESULTS_JSONL = "results.jsonl"
+RESULTS_CSV = "results.csv"
+DIAGNOSTICS_JSONL = "diagnostics.jsonl"
+
+# Leading CSV columns; then the grid keys (lr first), then the rest, sorted.
+_FIRST_COLUMNS = ("backbone", "optimizer", "lr", "seed", "final_top1", "best_top1", "best_step",
+                  "final_loss", "steps", "wall_time_s")
+
+
+def read_rows(path: str | pathlib.Path, key: tuple[str, ...] = ("cell_id",)) -> list[dict]:
+  """The rows of a JSONL table, the last one of each key, in first-appearance order."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    return []
+  rows: dict[tuple, dict] = {}
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      if line.strip():
+        row = json.loads(line)
+        rows[tuple(row[k] for k in key)] = row
+  return list(rows.values())
+
+
+def append_rows(path: str | pathlib.Path, rows: list[dict]) -> None:
+  with open(path, "a", encoding="utf-8") as f:
+    f.writelines(json.dumps(row, sort_keys=False) + "\n" for row in rows)
+    f.flush()
+
+
+def write_csv(rows: list[dict], path: str | pathlib.Path) -> None:
+  """The rows as CSV: known columns first, grid columns next; nested values as JSON."""
+  columns = [c for c in _FIRST_COLUMNS if any(c in r for r in rows)]
+  grid_keys = sorted({k for r in rows for k in r.get("grid", {})} - set(columns))
+  rest = sorted({k for r in rows for k in r} - set(columns) - set(grid_keys) - {"grid"})
+  columns += grid_keys + rest
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+      flat = {**row, **row.get("grid", {})}
+      writer.writerow({c: _cell(flat.get(c, "")) for c in columns})
+
+
+def _cell(value):
+  return json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
