@@ -162,3 +162,19 @@ def test_schedule_free_is_evaluated_at_its_average(tmp_path):
   at_x = trainer.evaluate(eval_step, state.replace(params=x), config, setup.batch_sharding)
   at_y = trainer.evaluate(eval_step, state, config, setup.batch_sharding)
   assert metrics["eval/loss"] == at_x["eval/loss"] != at_y["eval/loss"]
+
+
+def test_lr_multiplier_zero_freezes_a_group_in_the_sharded_trainer():
+  config = load_config_file("configs/quickstart.py")
+  config.mesh.data, config.mesh.fsdp = 1, 8
+  config.optim.lr_multipliers = (("^head/", 0.0),)
+  config.optim.layer_decay = 0.5
+  config.optim.layer_decay_layers = ("^conv1/", "^conv2/", "^conv3/")
+  setup = trainer.build(config)
+  state = trainer.initial_state(setup)
+  before = jax.tree.map(np.asarray, state.params)
+  train_step, _ = trainer.compile_steps(setup)
+  for batch in _random_batches(config, 2):
+    state, _ = train_step(state, trainer.to_global(batch, setup.batch_sharding))
+  np.testing.assert_array_equal(state.params["head"]["kernel"], before["head"]["kernel"])
+  assert not np.allclose(state.params["conv1"]["kernel"], before["conv1"]["kernel"])

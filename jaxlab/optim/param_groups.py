@@ -95,7 +95,11 @@ def scale_by_param_group(multipliers: Sequence[tuple[str, float]] = (), layer_de
   """
 
   def init(params):
-    lr_scales(params, multipliers=multipliers, layer_decay=layer_decay, layer_patterns=layer_patterns)
+    # Checks the patterns against real params; optax.tree_map_params (used to shard optimizer
+    # states) calls init on a placeholder without paths, which has nothing to check.
+    leaves = jax.tree.leaves(params)
+    if leaves and all(hasattr(leaf, "shape") for leaf in leaves):
+      lr_scales(params, multipliers=multipliers, layer_decay=layer_decay, layer_patterns=layer_patterns)
     return optax.EmptyState()
 
   def update(updates, state, params=None):
