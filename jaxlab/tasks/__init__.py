@@ -2,8 +2,14 @@
 
 from jaxlab.tasks.base import Task
 from jaxlab.tasks.classification import Classification
+from jaxlab.tasks.diffusion import Diffusion
+from jaxlab.tasks.maskgit import MaskGIT
+from jaxlab.tasks.tokenizer import Tokenizer
 
 _TASKS = {"classification": Classification}
+_TASKS["diffusion"] = Diffusion
+_TASKS["tokenizer"] = Tokenizer
+_TASKS["maskgit"] = MaskGIT
 
 
 def available() -> list[str]:

@@ -1,0 +1,178 @@
+"""Command line: draw samples from a trained diffusion run.
+
+  python -m jaxlab.sample --workdir=DIR [--step=N] --num=N [--sampler=NAME] [--steps=K]
+      [--guidance=W] [--eta=E] [--ema] [--seed=S] [--batch=B] [--out=DIR]
+
+Loads the checkpoint (latest, or --step; --ema for the weight average), samples on all devices
+(each batch split over the mesh's data axes, one compiled loop per batch, a progress bar over
+the batches) and writes OUT/samples.npz (`images` uint8 NHWC, `labels`; label = number of classes
+for unconditional samples) and OUT/grid.png. Class-conditional runs draw the classes in turn
+(sample i has class i mod C) and the grid has one column per class. --sampler, --steps and
+--guidance default to the run's config.task (sampler, sample_steps, guidance). Bad input ends
+with one line `error: ...` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (or a checkpoints/ directory).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_NUM = flags.DEFINE_integer("num", 64, "Number of samples.")
+_SAMPLER = flags.DEFINE_string("sampler", None, "ddpm, ddim, euler, heun or dpmpp_2m (default: the config's).")
+_STEPS = flags.DEFINE_integer("steps", None, "Sampler steps (default: the config's sample_steps).")
+_GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale; 1 = none (default: the config's).")
+_ETA = flags.DEFINE_float("eta", 0.0, "DDIM's eta (0: deterministic).")
+_EMA = flags.DEFINE_bool("ema", False, "Sample with the weight average (ema/sema/swa) of the run.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the noise.")
+_BATCH = flags.DEFINE_integer("batch", 256, "Samples per compiled call (rounded to the data-parallel size).")
+_OUT = flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/samples).")
+
+
+class SampleError(ValueError):
+  """Bad input for sampling; the message is one line."""
+
+
+def to_uint8(samples: np.ndarray, mean, std) -> np.ndarray:
+  """Undo the dataset's normalization and quantize to 0..255."""
+  pixels = samples * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
+  return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+
+
+def image_grid(images: np.ndarray, columns: int, min_tile: int = 32) -> np.ndarray:
+  """uint8 [N, H, W, C] -> one uint8 image, tiles upscaled (nearest) to at least `min_tile` px."""
+  n, h, w, c = images.shape
+  zoom = max(1, math.ceil(min_tile / max(h, w)))
+  images = images.repeat(zoom, axis=1).repeat(zoom, axis=2)
+  rows, pad = math.ceil(n / columns), 2
+  th, tw = h * zoom + pad, w * zoom + pad
+  grid = np.full((rows * th + pad, columns * tw + pad, c), 255, np.uint8)
+  for i, image in enumerate(images):
+    r, col = divmod(i, columns)
+    grid[pad + r * th: pad + r * th + h * zoom, pad + col * tw: pad + col * tw + w * zoom] = image
+  return grid
+
+
+def write_png(path: pathlib.Path, image: np.ndarray) -> None:
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel  (already a dependency, via TFDS)
+  path.write_bytes(tf.io.encode_png(image).numpy())
+
+
+def sample_run(workdir, *, num: int, sampler: str | None = None, steps: int | None = None,
+               guidance: float | None = None, eta: float = 0.0, ema: bool = False, step: int | None = None,
+               seed: int = 0, batch: int = 256, progress: bool = True) -> dict:
+  """Samples from a run; returns {'images' uint8, 'samples' float32, 'labels', 'nfe', 'seconds', ...}."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+
+  from jaxlab import diffusion, sharding  # pylint: disable=import-outside-toplevel
+  from jaxlab.restore import restore_run  # pylint: disable=import-outside-toplevel
+  from jaxlab.stages import InitFromError  # pylint: disable=import-outside-toplevel
+  from jaxlab.tasks.diffusion import Diffusion  # pylint: disable=import-outside-toplevel
+
+  if num <= 0 or batch <= 0:
+    raise SampleError(f"--num and --batch must be positive, got {num} and {batch}")
+  if sampler is not None and sampler not in diffusion.SAMPLERS:  # before the (slow) restore
+    raise SampleError(f"unknown sampler '{sampler}'; valid: {', '.join(diffusion.SAMPLERS)}")
+  if eta != 0.0 and sampler not in (None, "ddim"):
+    raise SampleError(f"--eta is DDIM's; sampler '{sampler}' takes none")
+  try:
+    run = restore_run(workdir, step, ema)
+  except (InitFromError, ValueError) as e:
+    raise SampleError(str(e).splitlines()[0]) from None
+  task, cfg = run.setup.task, run.config.task
+  if not isinstance(task, Diffusion):
+    raise SampleError(f"{run.checkpoint} is a '{cfg.name}' run, not a diffusion run")
+  sampler = sampler or cfg.sampler
+  steps = steps or cfg.sample_steps
+  guidance = cfg.guidance if guidance is None else guidance
+  if steps <= 0:
+    raise SampleError(f"--steps must be positive, got {steps}")
+  if sampler not in diffusion.SAMPLERS:
+    raise SampleError(f"unknown sampler '{sampler}'; valid: {', '.join(diffusion.SAMPLERS)}")
+  if eta != 0.0 and sampler != "ddim":
+    raise SampleError(f"--eta is DDIM's; sampler '{sampler}' takes none")
+  num_classes = run.setup.info.num_classes if task.conditional else 0
+  if guidance != 1.0 and not num_classes:
+    raise SampleError("--guidance needs a class-conditional run; this one is unconditional (use --guidance=1)")
+  try:
+    grid = task.formulation.grid(steps)
+    solver = diffusion.create_sampler(sampler, grid, **({"eta": eta} if sampler == "ddim" else {}))
+  except ValueError as e:
+    raise SampleError(str(e)) from None
+
+  mesh, setup = run.setup.mesh, run.setup
+  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  batch = max(data_parallel, min(batch, num) // data_parallel * data_parallel)
+  labels = (np.arange(num) % num_classes) if num_classes else np.zeros(num)
+  null = num_classes  # the label table's extra row; unconditional networks ignore labels
+  shape = setup.info.image_shape
+
+  def sample_batch(params, model_state, labels, key):
+    net = setup.graph.merge(params, model_state, train=False)
+    return diffusion.generate(net, task.formulation, solver, labels, key, shape, guidance=guidance,
+                              null_label=null if num_classes else None)
+
+  replicated = sharding.replicated(mesh)
+  batch_sharding = sharding.batch_sharding(mesh)
+  sample_fn = jax.jit(sample_batch, in_shardings=(setup.state_sharding.params, replicated, batch_sharding,
+                                                  replicated), out_shardings=batch_sharding)
+  model_state = jax.device_put(run.model_state, replicated)
+  outputs, start = [], time.perf_counter()
+  bar = tqdm(total=num, unit="img", disable=not progress or jax.process_index() != 0, dynamic_ncols=True)
+  for first in range(0, num, batch):
+    chunk = labels[first:first + batch]
+    padded = np.concatenate([chunk, np.full(batch - len(chunk), null)]).astype(np.int32)
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), first)
+    out = sample_fn(run.params, model_state, jax.device_put(jnp.asarray(padded), batch_sharding), key)
+    outputs.append(np.asarray(jax.device_get(out))[:len(chunk)])
+    bar.update(len(chunk))
+  bar.close()
+  seconds = time.perf_counter() - start
+  samples = np.concatenate(outputs)
+  ds = run.config.dataset
+  return {"samples": samples, "images": to_uint8(samples, ds.mean, ds.std),
+          "labels": np.where(num_classes > 0, labels, null).astype(np.int32), "num_classes": num_classes,
+          "nfe": solver.nfe, "sampler": sampler, "steps": steps, "guidance": guidance,
+          "seconds": seconds, "checkpoint": str(run.checkpoint)}
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
+    sys.exit(2)
+  if not _WORKDIR.value:
+    print("error: usage: python -m jaxlab.sample --workdir=DIR [--step=N] --num=N [--sampler=NAME] "
+          "[--steps=K] [--guidance=W] [--ema] [--out=DIR]", file=sys.stderr)
+    sys.exit(2)
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS["verbosity"].present:  # Orbax notes every read-only checkpoint it opens
+    logging.set_verbosity(logging.ERROR)
+  try:
+    result = sample_run(_WORKDIR.value, num=_NUM.value, sampler=_SAMPLER.value, steps=_STEPS.value,
+                        guidance=_GUIDANCE.value, eta=_ETA.value, ema=_EMA.value, step=_STEP.value,
+                        seed=_SEED.value, batch=_BATCH.value)
+  except SampleError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  out = pathlib.Path(_OUT.value or pathlib.Path(_WORKDIR.value) / "samples")
+  out.mkdir(parents=True, exist_ok=True)
+  np.savez_compressed(out / "samples.npz", images=result["images"], labels=result["labels"])
+  columns = result["num_classes"] or max(1, round(math.sqrt(len(result["images"]))))
+  write_png(out / "grid.png", image_grid(result["images"], columns))
+  print(f"{len(result['images'])} samples from {result['checkpoint']}{' (EMA)' if _EMA.value else ''}: "
+        f"{result['sampler']}, {result['steps']} steps, {result['nfe']} network evaluations, guidance "
+        f"{result['guidance']:g}; {len(result['images']) / result['seconds']:.1f} images/s "
+        f"(including compilation)")
+  print(f"wrote {out / 'samples.npz'} and {out / 'grid.png'}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,156 @@
+"""Stage 2: MaskGIT on the codes of a frozen stage-1 tokenizer.
+
+The model is `MaskGITModel(transformer, tokenizer)`. The tokenizer is built from
+`config.task.tokenizer` (the stage-1 `config.model`) and frozen (`jaxlab.models.vq.frozen`): its
+arrays are model state, never trained, stored once in checkpoints. Its trained values come from
+the tokenizer run through `config.init_from`:
+
+    config.init_from.path = "workdirs/tokenizer"
+    config.init_from.include = ("^params/autoencoder/", "^model_state/autoencoder/")
+    config.init_from.rename = ((r"^(params|model_state)/autoencoder/", "model_state/tokenizer/"),)
+
+(`configs/maskgit_digits.py` sets this up.) Training: codes of the batch (tokenizer in eval mode),
+a cosine-scheduled random fraction of them replaced by MASK, cross-entropy on the masked ones;
+labels are dropped to "no class" with probability `class_dropout` (for guidance). Eval reports
+the same loss and masked-code accuracy at masks drawn from a fixed key. `sample` decodes codes
+(`jaxlab.models.vq.maskgit.decode`) and the tokenizer turns them into images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from jaxlab import models
+from jaxlab.models.vq import maskgit
+from jaxlab.models.vq.frozen import eval_view, freeze
+
+
+def default_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      "name": "maskgit",
+      "tokenizer": ml_collections.ConfigDict({"name": "vq_autoencoder"}),  # the stage-1 config.model
+      "class_dropout": 0.1,
+      "label_smoothing": 0.1,
+      "sampling": ml_collections.ConfigDict({
+          "steps": 8, "temperature": 1.0, "final_temperature": 1.0, "choice_temperature": 4.5,
+          "guidance_scale": 0.0}),
+  })
+
+
+class MaskGITModel(nnx.Module):
+  """The trained transformer and the frozen tokenizer whose codes it models."""
+
+  def __init__(self, transformer: maskgit.MaskGITTransformer, tokenizer: nnx.Module,
+               code_shape: tuple[int, ...]):
+    self.transformer = transformer
+    self.tokenizer = freeze(tokenizer)
+    self.code_shape = code_shape
+
+  def codes(self, images: jax.Array) -> jax.Array:
+    """(B, L) codes of images; the tokenizer always runs in eval mode."""
+    codes = eval_view(self.tokenizer).encode(images).codes
+    return jax.lax.stop_gradient(codes.reshape(codes.shape[0], -1))
+
+  def images(self, codes: jax.Array) -> jax.Array:
+    return eval_view(self.tokenizer).decode_codes(codes.reshape((codes.shape[0],) + self.code_shape))
+
+
+def _to_dict(value):
+  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskGIT:
+  tokenizer: dict = dataclasses.field(default_factory=lambda: {"name": "vq_autoencoder"})
+  class_dropout: float = 0.1
+  label_smoothing: float = 0.1
+  sampling: dict = dataclasses.field(default_factory=dict)  # keywords of maskgit.decode
+
+  def __post_init__(self):
+    if not 0.0 <= self.class_dropout <= 1.0:
+      raise ValueError(f"task.class_dropout must be in [0, 1], got {self.class_dropout}")
+    if "name" not in self.tokenizer:
+      raise ValueError("task.tokenizer needs the stage-1 model config, with its 'name'")
+    unknown = sorted(set(self.sampling) - set(default_config().sampling))
+    if unknown:
+      raise ValueError(f"unknown task.sampling key(s) {', '.join(unknown)}; valid: "
+                       f"{', '.join(sorted(default_config().sampling))}")
+
+  @classmethod
+  def from_config(cls, task_config: ml_collections.ConfigDict) -> MaskGIT:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(task_config.keys()) - known - {"name"})
+    if unknown:
+      raise ValueError(f"unknown key(s) {', '.join(unknown)} for task 'maskgit'; valid: "
+                       f"{', '.join(sorted(known))}")
+    values = {k: task_config[k] for k in known if k in task_config}
+    for key in ("tokenizer", "sampling"):
+      if key in values:
+        values[key] = _to_dict(values[key])
+    return cls(**values)
+
+  def init(self, config, info, rngs: nnx.Rngs) -> nnx.Module:
+    dtype = jnp.dtype(config.compute_dtype)
+    tok = {k: (_to_dict(v) if isinstance(v, ml_collections.ConfigDict) else v) for k, v in self.tokenizer.items()}
+    tok.setdefault("in_channels", info.image_shape[-1])
+    tokenizer = models.create(tok.pop("name"), num_classes=info.num_classes, rngs=rngs, dtype=dtype, **tok)
+    code_shape = tuple(tokenizer.code_shape(info.image_shape))
+    if getattr(tokenizer.quantizer, "codebook_sizes", None) is not None:
+      raise ValueError("maskgit models one code per position; a residual quantizer's stacked codes "
+                       "need a depth transformer (RQ-Transformer), which is not implemented")
+    kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    transformer = models.create(config.model.name, num_classes=info.num_classes, rngs=rngs, dtype=dtype,
+                                codebook_size=tokenizer.codebook_size, seq_len=math.prod(code_shape),
+                                **kwargs)
+    return MaskGITModel(transformer, tokenizer, code_shape)
+
+  def _masked(self, codes, rng, mask_token):
+    """Codes with a cosine-scheduled random subset (at least one per example) set to MASK."""
+    batch, length = codes.shape
+    ratio_key, order_key = jax.random.split(rng)
+    ratio = maskgit.mask_ratio(jax.random.uniform(ratio_key, (batch, 1)))
+    num_masked = jnp.clip(jnp.ceil(ratio * length), 1, length)
+    ranks = jnp.argsort(jnp.argsort(jax.random.uniform(order_key, codes.shape), axis=-1), axis=-1)
+    masked = ranks < num_masked
+    return jnp.where(masked, mask_token, codes), masked
+
+  def _loss_terms(self, model, batch, rng, drop_labels: bool):
+    transformer = model.transformer
+    codes = model.codes(batch["image"])
+    mask_key, label_key = jax.random.split(rng)
+    inputs, masked = self._masked(codes, mask_key, transformer.mask_token)
+    labels = batch["label"].astype(jnp.int32)
+    if drop_labels and self.class_dropout > 0:
+      dropped = jax.random.bernoulli(label_key, self.class_dropout, labels.shape)
+      labels = jnp.where(dropped, transformer.null_class, labels)
+    logits = transformer(inputs, labels)
+    targets = optax.smooth_labels(jax.nn.one_hot(codes, transformer.codebook_size), self.label_smoothing)
+    ce = optax.softmax_cross_entropy(logits, targets)
+    weights = masked.astype(jnp.float32)
+    per_example_loss = (ce * weights).sum(-1) / weights.sum(-1)
+    per_example_acc = ((logits.argmax(-1) == codes) * weights).sum(-1) / weights.sum(-1)
+    return per_example_loss, per_example_acc
+
+  def loss(self, model, batch, rng):
+    loss, accuracy = self._loss_terms(model, batch, rng, drop_labels=True)
+    loss = loss.mean()
+    return loss, {"loss": loss, "masked_accuracy": accuracy.mean()}
+
+  def evaluate(self, model, batch):
+    # A fixed key: every evaluation masks the same positions, so evals are comparable.
+    loss, accuracy = self._loss_terms(model, batch, jax.random.PRNGKey(0), drop_labels=False)
+    mask = batch["mask"].astype(jnp.float32)
+    return {"loss": (loss * mask).sum(), "masked_accuracy": (accuracy * mask).sum(), "count": mask.sum()}
+
+  def sample(self, model: MaskGITModel, labels: jax.Array, rng: jax.Array) -> jax.Array:
+    """Images (B, H, W, C) in the tokenizer's range for class labels (B,); model in eval mode."""
+    options = {**default_config().sampling.to_dict(), **self.sampling}
+    codes = maskgit.decode(model.transformer, labels, rng, **options)
+    return model.images(codes)
