@@ -78,8 +78,9 @@ def main(argv: list[str]) -> None:
 
   if jax.process_index() == 0:
     split = config.dataset.eval_split
-    print(f"{split} accuracy: {result.get('eval/accuracy', float('nan')):.4f}")
-    print(f"{split} loss: {result.get('eval/loss', float('nan')):.4f}")
+    # Whatever the task evaluates (accuracy, loss, PSNR, codebook usage, ...), one line each.
+    for key in sorted(k for k in result if k.startswith("eval/")):
+      print(f"{split} {key.removeprefix('eval/')}: {result[key]:.4f}")
     print(f"checkpoints: {_WORKDIR.value}/checkpoints")
     print(f"tensorboard: {_WORKDIR.value}/tensorboard  (tensorboard --logdir {_WORKDIR.value})")
 
