@@ -21,10 +21,12 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from jaxlab.stages import InitFromError, resolve_checkpoint
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (or its checkpoints/ directory).")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_OUT = flags.DEFINE_string("out", None, "Output .safetensors file.")
-_EMA = flags.DEFINE_bool("ema", False, "Export the weight average instead of the trained weights.")
+# allow_override: the CLIs share flag names (workdir, step, out, ...) and tests import several of
+# them into one process; only the module run as __main__ parses its flags.
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (or its checkpoints/ directory).", allow_override=True)
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", allow_override=True)
+_OUT = flags.DEFINE_string("out", None, "Output .safetensors file.", allow_override=True)
+_EMA = flags.DEFINE_bool("ema", False, "Export the weight average instead of the trained weights.", allow_override=True)
 
 
 def _find(tree: dict, key: str):

@@ -19,10 +19,12 @@ from absl import app, flags, logging
 # Defines --config (with --config.KEY=VALUE overrides) and --workdir, as for training.
 from jaxlab.train import parse_flags
 
-_OUT = flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/samples).")
-_NUM_PER_CLASS = flags.DEFINE_integer("num_per_class", 10, "Images per class.")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+# allow_override: the CLIs share flag names (workdir, step, out, ...) and tests import several of
+# them into one process; only the module run as __main__ parses its flags.
+_OUT = flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/samples).", allow_override=True)
+_NUM_PER_CLASS = flags.DEFINE_integer("num_per_class", 10, "Images per class.", allow_override=True)
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.", allow_override=True)
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", allow_override=True)
 
 
 def _fail(message: str) -> None:

@@ -22,17 +22,19 @@ import time
 import numpy as np
 from absl import app, flags
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (or a checkpoints/ directory).")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_NUM = flags.DEFINE_integer("num", 64, "Number of samples.")
-_SAMPLER = flags.DEFINE_string("sampler", None, "ddpm, ddim, euler, heun or dpmpp_2m (default: the config's).")
-_STEPS = flags.DEFINE_integer("steps", None, "Sampler steps (default: the config's sample_steps).")
-_GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale; 1 = none (default: the config's).")
-_ETA = flags.DEFINE_float("eta", 0.0, "DDIM's eta (0: deterministic).")
-_EMA = flags.DEFINE_bool("ema", False, "Sample with the weight average (ema/sema/swa) of the run.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the noise.")
-_BATCH = flags.DEFINE_integer("batch", 256, "Samples per compiled call (rounded to the data-parallel size).")
-_OUT = flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/samples).")
+# allow_override: the CLIs share flag names (workdir, step, out, ...) and tests import several of
+# them into one process; only the module run as __main__ parses its flags.
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (or a checkpoints/ directory).", allow_override=True)
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", allow_override=True)
+_NUM = flags.DEFINE_integer("num", 64, "Number of samples.", allow_override=True)
+_SAMPLER = flags.DEFINE_string("sampler", None, "ddpm, ddim, euler, heun or dpmpp_2m (default: the config's).", allow_override=True)
+_STEPS = flags.DEFINE_integer("steps", None, "Sampler steps (default: the config's sample_steps).", allow_override=True)
+_GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale; 1 = none (default: the config's).", allow_override=True)
+_ETA = flags.DEFINE_float("eta", 0.0, "DDIM's eta (0: deterministic).", allow_override=True)
+_EMA = flags.DEFINE_bool("ema", False, "Sample with the weight average (ema/sema/swa) of the run.", allow_override=True)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the noise.", allow_override=True)
+_BATCH = flags.DEFINE_integer("batch", 256, "Samples per compiled call (rounded to the data-parallel size).", allow_override=True)
+_OUT = flags.DEFINE_string("out", None, "Output directory (default: WORKDIR/samples).", allow_override=True)
 
 
 class SampleError(ValueError):

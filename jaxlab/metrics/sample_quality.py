@@ -16,9 +16,11 @@ import sys
 import numpy as np
 from absl import app, flags
 
-_SAMPLES = flags.DEFINE_string("samples", None, "samples.npz written by jaxlab.sample.")
-_CLASSIFIER = flags.DEFINE_string("classifier", None, "Workdir of a classification run on the same data.")
-_JSON = flags.DEFINE_string("json", None, "Also write the scores to this JSON file.")
+# allow_override: the CLIs share flag names (workdir, step, out, ...) and tests import several of
+# them into one process; only the module run as __main__ parses its flags.
+_SAMPLES = flags.DEFINE_string("samples", None, "samples.npz written by jaxlab.sample.", allow_override=True)
+_CLASSIFIER = flags.DEFINE_string("classifier", None, "Workdir of a classification run on the same data.", allow_override=True)
+_JSON = flags.DEFINE_string("json", None, "Also write the scores to this JSON file.", allow_override=True)
 
 
 def score(images: np.ndarray, labels: np.ndarray, classifier, reference: np.ndarray) -> dict:
