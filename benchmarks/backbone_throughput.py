@@ -7,6 +7,13 @@ For each model: one jitted, donated train step (forward, cross-entropy, backward
 update, BatchNorm statistics) on a device-resident random batch; prints compile time, median step
 time over the timed steps, images/s and XLA's FLOP count of the step (cost analysis). A name that is
 not registered is reported as such, not skipped silently.
+
+MFU (model FLOPs utilisation) = the step's FLOPs (XLA's count: a multiply-add is 2, no
+rematerialisation in this step) / step time / the device's peak dense FLOP/s for the compute dtype.
+The peak comes from `--peak_tflops`, or from the table below for known accelerators; on a GPU run
+bfloat16 (`--dtype=bfloat16 --batch=128`), as the peak assumes:
+
+  python benchmarks/backbone_throughput.py resnet50 vit_small_patch16_224 --dtype=bfloat16 --batch=128
 """
 
 from __future__ import annotations
@@ -29,7 +36,22 @@ _BATCH = flags.DEFINE_integer("batch", 8, "Images per step.")
 _SIZE = flags.DEFINE_integer("image_size", 224, "Input resolution.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after one compiling step).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+_PEAK = flags.DEFINE_float("peak_tflops", None, "The device's peak dense TFLOP/s for the compute "
+                           "dtype (default: from the table of known devices, else no MFU).")
 NUM_CLASSES = 1000
+# Dense (no sparsity) bfloat16 peak TFLOP/s per device, from the vendors' data sheets.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
+                    "TPU v5p": 459.0, "TPU v6 lite": 918.0}
+
+
+def peak_tflops(device, dtype) -> float | None:
+  """The flag's value, else the table's entry for a bfloat16 run on a known device."""
+  if _PEAK.value:
+    return _PEAK.value
+  if dtype != jnp.bfloat16:
+    return None
+  kind = getattr(device, "device_kind", "")
+  return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in kind), None)
 
 
 def _flops(compiled) -> float:
@@ -80,7 +102,10 @@ def main(argv):
   print(f"# {platform.processor() or platform.machine()}, {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s), jax {jax.__version__}; batch {_BATCH.value}, "
         f"{_SIZE.value}x{_SIZE.value}, {_DTYPE.value}, median of {_STEPS.value} steps")
-  print(f"{'model':<26} {'compile s':>9} {'step s':>8} {'images/s':>9} {'GFLOP/step':>11}")
+  peak = peak_tflops(jax.devices()[0], dtype)
+  print(f"# peak {peak} TFLOP/s per device" if peak else "# no peak FLOP/s known: MFU not computed")
+  print(f"{'model':<26} {'compile s':>9} {'step s':>8} {'images/s':>9} {'GFLOP/step':>11} "
+        f"{'TFLOP/s':>8} {'MFU':>6}")
   missing = []
   for name in names:
     if name not in models.available():
@@ -88,8 +113,10 @@ def main(argv):
       missing.append(name)
       continue
     r = measure(name, _BATCH.value, _SIZE.value, _STEPS.value, dtype)
+    tflops = r["gflop_per_step"] / r["step_s"] / 1e3 / jax.device_count()
+    mfu = f"{tflops / peak:6.1%}" if peak else f"{'-':>6}"
     print(f"{name:<26} {r['compile_s']:9.1f} {r['step_s']:8.3f} {r['images_per_s']:9.2f} "
-          f"{r['gflop_per_step']:11.1f}", flush=True)
+          f"{r['gflop_per_step']:11.1f} {tflops:8.3f} {mfu}", flush=True)
   if missing:
     sys.exit(f"not registered: {', '.join(missing)}")
 

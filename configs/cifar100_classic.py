@@ -8,8 +8,8 @@ batch 100, SGD-momentum with a cosine learning rate. The backbone is the argumen
 Needs the TFDS cifar100 data (downloaded by TFDS on first use on a machine with internet).
 Time: 100k steps; about 1.5-2 h for ResNet-18 on one modern GPU (not measured here).
 Expected: not measured in jaxlab yet. Reference (not ours): ResNet-18 in this recipe's usual form
-reaches ~75.6% top-1 (weiaicunzai/pytorch-cifar100's table, 200 epochs, SGD 0.1, wd 5e-4, step
-schedule); the study (arXiv 2410.06373) reports its per-backbone numbers for the classic setting.
+reaches 75.61% top-1 (weiaicunzai/pytorch-cifar100's README table: top-1 err 24.39; 200 epochs,
+batch 128, Nesterov SGD lr 0.1 divided by 5 at epochs 60/120/160, wd 5e-4); the study (arXiv 2410.06373) reports its per-backbone numbers for the classic setting.
 """
 
 from jaxlab import models

@@ -160,6 +160,22 @@ def _check_name(key: str, name: str, valid: list[str]) -> None:
     raise ConfigError(f"unknown {key} '{name}'; valid: {', '.join(valid)}")
 
 
+def check_batch_sizes(config: ml_collections.ConfigDict, data_parallel: int,
+                      process_count: int = 1) -> None:
+  """Batch sizes that split evenly over the data-parallel devices, microbatches and processes."""
+  batch = config.batch_size
+  if batch % (data_parallel * config.grad_accum_steps):
+    raise ConfigError(
+        f"config.batch_size={batch} must be divisible by mesh.data*mesh.fsdp*grad_accum_steps = "
+        f"{data_parallel}*{config.grad_accum_steps}")
+  if batch % process_count:
+    raise ConfigError(f"config.batch_size={batch} must be divisible by the {process_count} processes")
+  eval_batch = config.eval_batch_size or batch
+  if eval_batch <= 0 or eval_batch % data_parallel:
+    raise ConfigError(f"config.eval_batch_size={eval_batch} must be a positive multiple of "
+                      f"mesh.data*mesh.fsdp = {data_parallel}")
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int, process_count: int = 1) -> None:
   """Raises ConfigError (one line) for anything that would fail later, before any work starts."""
   from jaxlab import data, models, optim, tasks  # pylint: disable=import-outside-toplevel
@@ -207,17 +223,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
               "grad_accum_steps", "keep_checkpoints"):
     if config[key] is None or config[key] <= 0:
       raise ConfigError(f"config.{key} must be a positive integer, got {config[key]}")
-  batch = config.batch_size
-  if batch % (data_parallel * config.grad_accum_steps):
-    raise ConfigError(
-        f"config.batch_size={batch} must be divisible by mesh.data*mesh.fsdp*grad_accum_steps = "
-        f"{data_parallel}*{config.grad_accum_steps}")
-  if batch % process_count:
-    raise ConfigError(f"config.batch_size={batch} must be divisible by the {process_count} processes")
-  eval_batch = config.eval_batch_size or batch
-  if eval_batch <= 0 or eval_batch % data_parallel:
-    raise ConfigError(f"config.eval_batch_size={eval_batch} must be a positive multiple of "
-                      f"mesh.data*mesh.fsdp = {data_parallel}")
+  check_batch_sizes(config, data_parallel, process_count)
   if config.total_steps is None and config.num_epochs is None:
     raise ConfigError("set config.total_steps or config.num_epochs")
   if config.total_steps is not None and config.total_steps <= 0:

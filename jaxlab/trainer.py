@@ -124,6 +124,8 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
   """
   # ---- Mesh ------------------------------------------------------------------------------------
   mesh = sharding.make_mesh(config.mesh, devices)
+  # The CLI validates the whole config; library callers get at least this one-line check.
+  config_lib.check_batch_sizes(config, mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count())
   replicated = sharding.replicated(mesh)
 
   # ---- Data ------------------------------------------------------------------------------------

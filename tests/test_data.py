@@ -173,6 +173,39 @@ def test_start_step_equals_dropping_steps(data_dir, shuffle_buffer):
     _assert_same_batches(stream(k, 4), reference[k:k + 4])
 
 
+def test_repeated_augmentation_copies_each_image_with_its_own_augmentation(data_dir):
+  # Unshuffled, with 3 repeats: examples 3i, 3i+1, 3i+2 are record i under three different crops.
+  repeats, batch = 3, 12
+  plain = _digits_config(data_dir, augment='none', shuffle_buffer=0)
+  repeated = _digits_config(data_dir, augment='none', shuffle_buffer=0,
+                            repeated_augmentation=repeats)
+  def first(cfg, start_step=0, n=2):
+    return _take(data.train_batches(cfg, local_batch_size=batch, seed=0, start_step=start_step,
+                                    process_index=0, process_count=1), n)
+  (records,) = first(plain, n=1)
+  images, labels = _examples(first(repeated), 2 * batch)
+  np.testing.assert_array_equal(labels, np.repeat(records['label'][:8], repeats))
+  np.testing.assert_array_equal(images, np.repeat(records['image'][:8], repeats, axis=0))
+  augmented = _digits_config(data_dir, shuffle_buffer=0, repeated_augmentation=repeats)
+  (copies,) = first(augmented, n=1)
+  triples = copies['image'].reshape(batch // repeats, repeats, -1)
+  assert not all(np.array_equal(t[0], t[1]) and np.array_equal(t[1], t[2]) for t in triples)
+  # Resuming mid-record (12 * 5 = 60 examples = record 20, copy 0; batch 16: copy 1 of record 5).
+  shuffled = _digits_config(data_dir, repeated_augmentation=repeats)
+  reference = _take(data.train_batches(shuffled, local_batch_size=16, seed=3, process_index=0,
+                                       process_count=1), 6)
+  resumed = _take(data.train_batches(shuffled, local_batch_size=16, seed=3, start_step=1,
+                                     process_index=0, process_count=1), 5)
+  _assert_same_batches(resumed, reference[1:])
+
+
+def test_repeated_augmentation_must_be_a_positive_integer():
+  cfg = data.default_dataset_config()
+  cfg.repeated_augmentation = 0
+  with pytest.raises(ValueError, match='repeated_augmentation=0 must be an integer >= 1'):
+    data.check_augmentation_config(cfg)
+
+
 def test_epochs_are_permutations_that_differ(data_dir):
   cfg = _digits_config(data_dir, augment='none')
   n = digits.NUM_TRAIN

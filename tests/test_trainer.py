@@ -3,9 +3,10 @@
 import chex
 import jax
 import numpy as np
+import pytest
 
 from jaxlab import optim, trainer
-from jaxlab.config import load_config_file
+from jaxlab.config import ConfigError, load_config_file
 
 
 def test_fsdp8_shards_parameters_and_optimizer_state():
@@ -178,3 +179,12 @@ def test_lr_multiplier_zero_freezes_a_group_in_the_sharded_trainer():
     state, _ = train_step(state, trainer.to_global(batch, setup.batch_sharding))
   np.testing.assert_array_equal(state.params["head"]["kernel"], before["head"]["kernel"])
   assert not np.allclose(state.params["conv1"]["kernel"], before["conv1"]["kernel"])
+
+
+def test_library_build_rejects_a_batch_the_mesh_cannot_split():
+  # The CLI validates the whole config; trainer.build (the library path) checks batch sizes too.
+  config = load_config_file("configs/quickstart.py")
+  config.batch_size = 6
+  with pytest.raises(ConfigError, match=r"^config.batch_size=6 must be divisible by "
+                     r"mesh.data\*mesh.fsdp\*grad_accum_steps = 8\*1$"):
+    trainer.build(config, jax.devices())

@@ -19,6 +19,9 @@ Fields of `config.dataset` (an `ml_collections.ConfigDict`):
                   jaxlab/data/randaugment.py); after crop/flip, before normalization.
   random_erasing  probability of timm's RandomErasing (mode 'pixel': N(0, 1) noise in one box of
                   2%-33% of the image), after normalization; 0 = off.
+  repeated_augmentation
+                  k >= 1: every training image appears k times in a row, each copy augmented
+                  independently (DeiT's repeated augmentation uses 3); 1 = off.
   mean, std       per-channel normalization on the 0..1 pixel scale.
   shuffle_buffer  examples shuffled together; >= the split size gives a uniform permutation per
                   epoch; <= 1 turns shuffling off. Holds up to ~2x that many encoded examples
@@ -49,6 +52,7 @@ def default_dataset_config() -> ml_collections.ConfigDict:
       'pad_mode': 'zero',
       'randaugment': '',
       'random_erasing': 0.0,
+      'repeated_augmentation': 1,
       'mean': digits.TRAIN_MEAN,
       'std': digits.TRAIN_STD,
       'shuffle_buffer': 10_000,  # Covers digits' 1437 train examples: a full permutation.
@@ -65,6 +69,10 @@ def check_augmentation_config(cfg: ml_collections.ConfigDict) -> None:
       randaugment.parse(cfg.randaugment)
     except ValueError as e:
       raise ValueError(f'dataset.randaugment: {e}') from None
+  repeats = cfg.get('repeated_augmentation', 1)
+  if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+    raise ValueError(f'dataset.repeated_augmentation={repeats!r} must be an integer >= 1 '
+                     '(copies of each training image; 1 = off)')
   erasing = cfg.get('random_erasing', 0.0)
   if not isinstance(erasing, (int, float)) or not 0 <= erasing <= 1:
     raise ValueError(f'dataset.random_erasing={erasing!r} must be a probability in [0, 1]')

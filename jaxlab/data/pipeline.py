@@ -16,6 +16,11 @@ its first k batches, without decoding the examples it skips. How:
     rest inside the block, and decodes only what comes after.
   * Augmentation randomness is a stateless seed from (seed, process, c): independent of tf.data
     parallelism and of where the run resumed.
+  * Repeated augmentation (`repeated_augmentation=k`, DeiT's RASampler): each record is
+    yielded k times in a row, each copy augmented with its own seed; the stream's example count c
+    advances k times per record, so a run's `num_epochs` counts examples seen, as in DeiT (an
+    epoch of n examples holds n / k distinct images). The copies share a batch and a process
+    (DeiT spreads them over GPUs; for a model without batch statistics the gradient is the same).
   * Batches run across epoch boundaries (epochs roll over continuously), so no example is
     dropped at the end of an epoch. Slices of different processes may differ by one example,
     and so their epochs by one example in length.
@@ -138,11 +143,18 @@ def train_batches(cfg: ml_collections.ConfigDict, *, local_batch_size: int, seed
     blocks = records.skip(first_block * block).batch(block).enumerate(start=first_block)
     return blocks.map(lambda b, x: _shuffle_block(x, _fold_in(epoch_key, b))).unbatch()
 
+  # With repeated augmentation each record of the stream appears `repeats` times in a row;
+  # example c (what batches count) is then repeat c % repeats of record c // repeats.
+  repeats = cfg.get('repeated_augmentation', 1)
   first_example = start_step * local_batch_size
-  first_epoch, offset = divmod(first_example, n)
+  first_record, first_repeat = divmod(first_example, repeats)
+  first_epoch, offset = divmod(first_record, n)
   stream = epoch(first_epoch, offset // block).skip(offset % block)
   stream = stream.concatenate(
       tf.data.Dataset.counter(first_epoch + 1).flat_map(lambda e: epoch(e, 0)))
+  if repeats > 1:
+    stream = stream.flat_map(lambda r: tf.data.Dataset.from_tensors(r).repeat(repeats))
+    stream = stream.skip(first_repeat)
 
   transform = preprocess.train_transform(cfg, source.image_shape)
 

@@ -59,6 +59,8 @@ def train_transform(cfg: ml_collections.ConfigDict,
     if cfg.flip and cfg.augment != 'none':
       image = augment.random_flip(image, flip_seed)
     if policy is not None:
+      # Decoded JPEGs (ImageNet) have no static shape; RandAugment's per-channel ops need one.
+      image = tf.ensure_shape(image, shape)
       image = randaugment.randaugment(image, rand_seed, policy, fill=cfg.mean)
     image = augment.normalize(image, cfg.mean, cfg.std)
     if erasing > 0:
