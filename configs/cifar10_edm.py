@@ -12,8 +12,11 @@ Reference (the paper's, not reproduced here): FID 1.97 unconditional / 1.79 cond
 with EDM's DDPM++ network (56M parameters, 8 V100s for about 2 days). jaxlab's `unet` follows
 ADM's blocks (scale-shift conditioning, no skip rescaling) with DDPM++'s widths: 57M parameters;
 expect numbers near, not equal to, the paper's. Without a GPU/TPU this config is impractical: a
-2-core CPU does ~1 training image/s at this size. FID needs pytorch-fid's InceptionV3 weights,
-which jaxlab does not port; jaxlab.metrics gives FD/KID with an in-project classifier instead.
+2-core CPU does ~1 training image/s at this size. FID of the 50k samples, with pytorch-fid's
+InceptionV3 weights file (downloaded once by the user; see README "FID vs FD-<extractor>"):
+
+  python -m jaxlab.metrics.sample_quality --samples=workdirs/cifar10_edm_cond/samples/samples.npz \
+      --inception=pt_inception-2015-12-05-6726825d.pth --reference=cifar10:train
 """
 
 import ml_collections

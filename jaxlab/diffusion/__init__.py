@@ -4,6 +4,7 @@
   karras_sigmas(n, sigma_min, sigma_max, rho)  EDM's sampling steps
   DDPM, EDM, FlowMatching                      what the network predicts, losses, sampling grids
   DDPMSampler, DDIM, Euler, Heun, DPMSolverMultistep   samplers over a Grid
+  Churn(s_churn, s_min, s_max, s_noise)        EDM's stochastic churn for Euler/Heun (EDM grids)
   generate(net, formulation, sampler, labels, rng, shape, guidance=w)
 """
 
@@ -12,6 +13,7 @@ from jaxlab.diffusion.generate import generate, guided
 from jaxlab.diffusion.samplers import (
                                        DDIM,
                                        SAMPLERS,
+                                       Churn,
                                        DPMSolverMultistep,
                                        Euler,
                                        Grid,
@@ -30,6 +32,7 @@ from jaxlab.diffusion.schedules import (
 
 __all__ = [
                                        "BETA_SCHEDULES",
+                                       "Churn",
                                        "DDIM",
                                        "DDPM",
                                        "EDM",

@@ -41,8 +41,8 @@ def generate(net, formulation, sampler: Sampler, labels: jax.Array, rng: jax.Arr
   levels = jnp.asarray(sampler.grid.levels[:-1])
   batch = labels.shape[0]
 
-  def denoise(x, i):
-    return formulation.predict(net, x, jnp.full((batch,), levels[i]), labels)
+  def denoise(x, i, level=None):  # `level`: off the grid, as EDM's churn raises sigma
+    return formulation.predict(net, x, jnp.full((batch,), levels[i] if level is None else level), labels)
 
   noise_key, loop_key = jax.random.split(rng)
   x = sampler.initial_noise(noise_key, (batch, *shape))

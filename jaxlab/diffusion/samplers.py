@@ -13,6 +13,7 @@ so one sampler serves them all: it walks a `Grid` of levels from noisiest to cle
   Heun    EDM's second-order ODE sampler: Euler, then the trapezoidal correction, except into
           sigma = 0 (EDM's last step) and out of alpha = 0 (flow matching's t = 1), where the
           slope is not finite; 18 steps are EDM's 35 network evaluations.
+          Euler and Heun take EDM's stochastic "churn" (`Churn`, Algorithm 2) on EDM grids.
   DPM-Solver++(2M)  Lu et al. 2022's multistep data-prediction solver (diffusers' "midpoint"
           variant), first order on the first step and into sigma = 0.
 
@@ -31,8 +32,9 @@ import numpy as np
 
 from jaxlab.diffusion.schedules import NoiseSchedule
 
-# denoise(x, i) -> (x0, eps) predicted at grid level i.
-Denoiser = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+# denoise(x, i) -> (x0, eps) predicted at grid level i; samplers with churn also call
+# denoise(x, i, level) at a level between grid levels i - 1 and i (EDM's raised sigma).
+Denoiser = Callable[..., tuple[jax.Array, jax.Array]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,24 +212,94 @@ class DDIM(Sampler):
     return x if self.eta == 0.0 else x + c["std"] * _noise_like(x, rng, noise)
 
 
-class Euler(Sampler):
-  """Karras et al.'s Euler step of the probability-flow ODE in x/alpha and sigma/alpha."""
+@dataclasses.dataclass(frozen=True)
+class Churn:
+  """EDM's stochastic sampling (Karras et al. 2022, Algorithm 2) for Euler and Heun.
+
+  Before step i, fresh noise of std s_noise * sqrt(sigma_hat^2 - sigma_i^2) raises the sample
+  from sigma_i to sigma_hat = (1 + gamma_i) sigma_i, gamma_i = min(s_churn / N, sqrt(2) - 1) for
+  s_min <= sigma_i <= s_max and 0 elsewhere (N steps); the step then starts from sigma_hat. EDM's
+  ImageNet-64 setting: Churn(40, 0.05, 50, 1.003); s_churn = 0 is the deterministic sampler.
+  Needs a grid whose levels are its sigmas with alpha = 1 (the EDM formulation's), since the
+  network is evaluated at sigma_hat, which is no grid level.
+  """
+  s_churn: float = 0.0
+  s_min: float = 0.0
+  s_max: float = float("inf")
+  s_noise: float = 1.0
+
+  def __post_init__(self):
+    if self.s_churn < 0 or self.s_noise < 0 or self.s_min > self.s_max:
+      raise ValueError(f"Churn needs s_churn >= 0, s_noise >= 0 and s_min <= s_max, got {self}")
+
+  def raised_sigmas(self, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """(sigma_hat [N], std of the added noise [N]) for the N steps of an EDM `grid`, float64."""
+    sigmas, alphas, levels = (np.asarray(v, np.float64) for v in (grid.sigmas, grid.alphas, grid.levels))
+    if not (np.all(alphas == 1.0) and np.array_equal(levels, sigmas)):
+      raise ValueError("Churn needs an EDM grid (levels = sigmas, alpha = 1): the network is evaluated "
+                       "at raised sigmas between grid levels")
+    sigma = sigmas[:-1]
+    gamma = np.where((self.s_min <= sigma) & (sigma <= self.s_max),
+                     min(self.s_churn / grid.num_steps, np.sqrt(2.0) - 1.0), 0.0)
+    sigma_hat = sigma * (1.0 + gamma)
+    return sigma_hat, self.s_noise * np.sqrt(sigma_hat**2 - sigma**2)
+
+
+class _Churned:
+  """EDM's churn for a sampler (`churn`: a Churn, or None for the deterministic sampler)."""
+
+  def _set_churn(self, churn: Churn | None):
+    self.churn = churn if churn is not None and churn.s_churn > 0 else None
+    if self.churn is not None:
+      sigma_hat, noise_std = self.churn.raised_sigmas(self.grid)
+      self._sigma_hat = jnp.asarray(sigma_hat, jnp.float32)
+      self._noise_std = jnp.asarray(noise_std, jnp.float32)
+      sigma_next = np.asarray(self.grid.sigmas[1:], np.float64)
+      self._step_size = jnp.asarray(sigma_next - sigma_hat, jnp.float32)  # negative: towards 0
+
+  def _raise(self, denoise, x, i, rng):
+    """Algorithm 2, lines 4-7: (x_hat, x0, eps) at sigma_hat_i after adding the churn noise."""
+    x_hat = x + self._noise_std[i] * jax.random.normal(jax.random.fold_in(rng, i), x.shape, x.dtype)
+    x0, eps = denoise(x_hat, i, self._sigma_hat[i])
+    return x_hat, self._clip(x0), eps
+
+
+class Euler(_Churned, Sampler):
+  """Karras et al.'s Euler step of the probability-flow ODE in x/alpha and sigma/alpha.
+
+  With `churn` (EDM grids), EDM's Algorithm 2 without its second-order correction.
+  """
   name = "euler"
+
+  def __init__(self, grid, num_inference_steps=None, *, churn: Churn | None = None, clip_sample=None):
+    super().__init__(grid, num_inference_steps, clip_sample=clip_sample)
+    self._set_churn(churn)
 
   def _step(self, i, x, x0, eps, rng, noise=None):
     del rng, noise
     return self._coef["a_s"][i] * x0 + self._coef["s_s"][i] * eps
 
+  def run(self, denoise, x, rng):
+    if self.churn is None:
+      return super().run(denoise, x, rng)
 
-class Heun(Sampler):
-  """EDM's deterministic second-order sampler (Algorithm 1 with S_churn = 0)."""
+    def body(i, x):
+      _, x0, eps = self._raise(denoise, x, i, rng)
+      return x0 + self._coef["s_s"][i] * eps  # = x_hat + (sigma_{i+1} - sigma_hat) eps for alpha = 1
+
+    return jax.lax.fori_loop(0, self.grid.num_steps, body, x)
+
+
+class Heun(_Churned, Sampler):
+  """EDM's second-order sampler: Algorithm 1, or with `churn` (EDM grids) the stochastic Algorithm 2."""
   name = "heun"
 
-  def __init__(self, grid, num_inference_steps=None, *, clip_sample=None):
+  def __init__(self, grid, num_inference_steps=None, *, churn: Churn | None = None, clip_sample=None):
     super().__init__(grid, num_inference_steps, clip_sample=clip_sample)
     g = self.grid
     # The correction needs a finite slope at both ends: sigma_s > 0 and alpha_t > 0.
     self._correct = np.asarray((g.sigmas[1:] > 0) & (g.alphas[:-1] > 0))
+    self._set_churn(churn)
 
   def _coefficients(self, a_t, s_t, a_s, s_s):
     # Trapezoid in the scaled variables, d(x/alpha)/d(sigma/alpha) = eps:
@@ -239,8 +311,9 @@ class Heun(Sampler):
     return self.grid.num_steps + int(self._correct.sum())
 
   def run(self, denoise, x, rng):
-    del rng
     correct = jnp.asarray(self._correct)
+    if self.churn is not None:
+      return self._run_churned(denoise, x, rng, correct)
 
     def body(i, x):
       c = {k: v[i] for k, v in self._coef.items()}
@@ -250,6 +323,21 @@ class Heun(Sampler):
       def corrected(euler):
         _, eps_next = denoise(euler, i + 1)
         return c["x"] * x + c["eps_mean"] * 0.5 * (eps + eps_next)
+
+      return jax.lax.cond(correct[i], corrected, lambda e: e, euler)
+
+    return jax.lax.fori_loop(0, self.grid.num_steps, body, x)
+
+  def _run_churned(self, denoise, x, rng, correct):
+    """EDM's Algorithm 2 (alpha = 1): Euler from (x_hat, sigma_hat), then the trapezoid."""
+
+    def body(i, x):
+      x_hat, x0, eps = self._raise(denoise, x, i, rng)
+      euler = x0 + self._coef["s_s"][i] * eps
+
+      def corrected(euler):
+        _, eps_next = denoise(euler, i + 1)
+        return x_hat + self._step_size[i] * 0.5 * (eps + eps_next)
 
       return jax.lax.cond(correct[i], corrected, lambda e: e, euler)
 
