@@ -1,21 +1,24 @@
 """Coupling-study cells one by one vs vmapped as one program (jaxlab.study.engine).
 
-  python benchmarks/study_vmap.py [--cells=8] [--steps=40] [--backbones=small_cnn,tiny_vit,tiny_mixer]
+  python benchmarks/study_vmap.py [--cells=8] [--steps=25] [--backbones=small_cnn,tiny_vit,tiny_mixer]
 
-For each backbone, C cells of the mini study (configs/bocb/mini_digits.py: AdamW, C learning rates
-log-spaced over 1e-4..1e-2, seed 0, batch 128 on the digits) are trained
+For each backbone, C cells of the mini study (configs/bocb/mini_digits.py: its backbone sizes and
+batch, AdamW, C learning rates log-spaced over 1e-4..1e-2, seed 0) are trained
   * one by one: C programs of one cell each, the plain jitted step with the optimizer built from
     Python numbers (what C runs of `jaxlab.train` compile and execute);
-  * vmapped: one program, the C cells computed together by one vmapped step (`cells_at_once=0`,
-    the study's default);
-  * looped: one program whose step runs the C cells one after another (`cells_at_once=1`).
-Batches are fetched beforehand and kept on the device, so the figures are compile and step
-times, not input pipeline. Prints per backbone: compile seconds, ms per cell-step (steady
-state, after the first step) and the total wall time of the C cells, and the speedups.
+  * vmapped: one program, the C cells computed together by one vmapped step (`cells_at_once=0`);
+  * looped: one program whose compiled step is called once per cell, on that cell's slice of
+    the stacked state (`cells_at_once=1`);
+`cells_at_once="auto"` picks one of the last two by platform (jaxlab.study.spec.cells_at_once);
+the row it picks here is marked. Batches are fetched beforehand and kept on the device, so the
+figures are compile and step times, not input pipeline. Prints per backbone: compile seconds,
+ms per cell-step (steady state, after the first step) and the total wall time of the C cells,
+the speedups, and the machine's load average before and after (the machine may be shared).
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 import time
@@ -31,7 +34,7 @@ from jaxlab.config import load_config_file
 from jaxlab.study import engine, groups, spec
 
 _CELLS = flags.DEFINE_integer("cells", 8, "Cells (learning rates) per backbone.")
-_STEPS = flags.DEFINE_integer("steps", 40, "Train steps per cell.")
+_STEPS = flags.DEFINE_integer("steps", 25, "Train steps per cell.")
 _BACKBONES = flags.DEFINE_list("backbones", ["small_cnn", "tiny_vit", "tiny_mixer"], "Backbones.")
 
 
@@ -60,8 +63,10 @@ def _timed_run(program: engine.GroupProgram, batches) -> tuple[float, float]:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  platform = jax.devices()[0].platform
+  auto = spec.cells_at_once("auto", platform)
   print(f"{jax.device_count()} device(s): {jax.devices()[0].device_kind}; {_CELLS.value} cells x "
-        f"{_STEPS.value} steps per backbone")
+        f"{_STEPS.value} steps per backbone; load average {_load()}")
   print("| backbone | mode | compile s | ms / cell-step | total s | speedup (steady) | speedup (total) |")
   print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
   for backbone in _BACKBONES.value:
@@ -82,11 +87,17 @@ def main(argv):
     one_ms, total_one = 1e3 * steady_one / cell_steps, compile_one + steady_one
     print(f"| {backbone} | one by one | {compile_one:.1f} | {one_ms:.2f} | {total_one:.1f} | | |")
     for mode, at_once in (("vmapped", 0), ("looped", 1)):
-      study.cells_at_once = at_once
+      study.cells_at_once = str(at_once)  # the config declares "auto": a str field
+      mode += " (auto)" if at_once == auto else ""
       compiled, steady = _timed_run(engine.GroupProgram(study, vmapped[0]), batches)
       ms, total = 1e3 * steady / cell_steps, compiled + steady
       print(f"| {backbone} | {mode} | {compiled:.1f} | {ms:.2f} | {total:.1f} | "
             f"{one_ms / ms:.2f} | {total_one / total:.2f} |", flush=True)
+  print(f"load average at the end: {_load()}")
+
+
+def _load() -> str:
+  return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

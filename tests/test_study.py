@@ -1,6 +1,8 @@
 """The study engine on a tiny study: end to end, vmapped = cell by cell, resume, analysis."""
 
+import csv
 import json
+import math
 
 import chex
 import jax
@@ -18,7 +20,7 @@ TOTAL_STEPS = 6
 
 def _tiny_study() -> ml_collections.ConfigDict:
   """16 cells of one program: SGD, lr x weight decay (both traced) x 2 seeds (own data orders);
-  on 8 devices, 2 cells each, computed one at a time (`cells_at_once=1`: two calls per step)."""
+  on 8 devices, 2 cells each, one at a time ("auto" on a CPU = 1: two calls per step)."""
   study = ml_collections.ConfigDict()
   recipe = base_config()
   recipe.batch_size = 32
@@ -36,7 +38,7 @@ def _tiny_study() -> ml_collections.ConfigDict:
   study.grid = ml_collections.ConfigDict()
   study.seeds = (0, 1)
   study.vmap = True
-  study.cells_at_once = 1
+  study.cells_at_once = "auto"
   study.max_cells_per_program = 0
   study.diagnostics = True
   return study
@@ -80,8 +82,15 @@ def test_study_writes_one_row_per_cell_and_the_report(finished):
     assert row["steps"] == TOTAL_STEPS and row["vmapped"] and row["program_cells"] == 16
     assert 0.0 <= row["final_top1"] <= row["best_top1"] <= 1.0
   assert len({r["final_loss"] for r in rows}) == 16  # every cell trained differently
-  header = (workdir / "results.csv").read_text().splitlines()[0].split(",")
-  assert header[:4] == ["backbone", "optimizer", "lr", "seed"] and "weight_decay" in header
+  with open(workdir / "results.csv", newline="") as f:
+    table = list(csv.DictReader(f))
+  header = list(table[0])
+  assert header[:10] == ["backbone", "optimizer", "lr", "seed", "final_top1", "best_top1",
+                         "best_step", "final_loss", "steps", "wall_time_s"]
+  # One column per optimizer keyword, grid and fixed ones alike.
+  assert header[10:12] == ["momentum", "weight_decay"] and "hparams" not in header
+  assert [(float(t["lr"]), float(t["weight_decay"]), float(t["momentum"]), int(t["seed"]))
+          for t in table] == [(r["lr"], r["grid"]["weight_decay"], 0.9, r["seed"]) for r in rows]
   diagnostics = results.read_rows(workdir / results.DIAGNOSTICS_JSONL, key=("cell_id", "layer"))
   # Per cell, every matrix in depth order: patch embedding, token MLP, channel MLP, head.
   layers = [d["layer"] for d in analysis.layer_table(diagnostics, rows[0]["cell_id"])]
@@ -155,6 +164,14 @@ def test_bad_study_configs_fail_in_one_line():
     spec.check(study)
 
 
+def test_cells_at_once_values():
+  assert [spec.cells_at_once(v, "cpu") for v in ("auto", "0", 3, "2")] == [1, 0, 3, 2]
+  assert spec.cells_at_once("auto", "gpu") == 0 and spec.cells_at_once("auto", "tpu") == 0
+  for bad in ("fast", -1, 1.5, None):
+    with pytest.raises(ConfigError, match="cells_at_once must be 'auto' or a number >= 0"):
+      spec.cells_at_once(bad, "cpu")
+
+
 def test_paper_protocols_expand_to_400_cells():
   for name in ("cifar100_classic", "cifar100_modern"):
     study = load_config_file(f"configs/bocb/{name}.py")
@@ -189,3 +206,11 @@ def test_robustness_measures_on_a_hand_table():
   b = analysis.backbones(rows)["b"]
   assert (b.mean, b.std, b.range) == (pytest.approx(0.40), 0.0, 0.0)
   assert analysis.best_cells(rows)[("a", "adamw")] == "a/adamw/0.001/0"
+
+
+def test_report_mean_alpha_leaves_out_layers_without_a_fit():
+  rows = [{**_row("a", "sgd", 0.1, 0.8), "group": "g", "program_wall_time_s": 60.0, "steps": 10}]
+  diagnostics = [{"cell_id": rows[0]["cell_id"], "layer_index": i, "alpha": alpha}
+                 for i, alpha in enumerate([2.0, math.nan, 4.5])]
+  text = report.markdown(rows, diagnostics)
+  assert "| a | 3.25 |" in text  # (2.0 + 4.5) / 2; the layer with too few eigenvalues is left out

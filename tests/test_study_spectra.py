@@ -68,3 +68,18 @@ def test_entropy_and_norm():
   found = spectra.layer_diagnostics(weight)
   assert found["norm"] == pytest.approx(np.sqrt((np.arange(12.0) ** 2).sum()))
   assert found["num_eigenvalues"] == 2  # rank 2: the third eigenvalue of W W^T is 0
+
+
+def test_layers_with_too_few_eigenvalues_get_no_alpha():
+  rng = np.random.default_rng(1)
+  first_conv = rng.standard_normal((3, 3, 1, 32))  # 9 taps of a 32 x 1 matrix: 9 eigenvalues
+  found = spectra.layer_diagnostics(first_conv)
+  assert found["num_eigenvalues"] == 9 < spectra.MIN_EIGENVALUES
+  assert np.isnan(found["alpha"]) and np.isnan(found["xmin"]) and found["num_tail"] == 0
+  assert "9 eigenvalues < 10" in found["alpha_note"]
+  assert 0.0 < found["entropy"] <= 1.0  # entropy and norm do not need a fit
+  assert found["norm"] == pytest.approx(np.linalg.norm(first_conv))
+  # The same kernel with a lower threshold, and a matrix with exactly 10 eigenvalues, get one.
+  assert np.isfinite(spectra.layer_diagnostics(first_conv, min_eigenvalues=9)["alpha"])
+  ten = spectra.layer_diagnostics(rng.standard_normal((30, 10)))
+  assert ten["num_eigenvalues"] == 10 and np.isfinite(ten["alpha"]) and ten["alpha_note"] == ""

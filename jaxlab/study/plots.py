@@ -9,23 +9,23 @@ import numpy as np
 from jaxlab.study import analysis
 
 
-def _pyplot():
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  return plt
+def _figure(nrows: int = 1, ncols: int = 1, **kwargs):
+  """(figure, axes) drawn off screen, without pyplot: no backend switch, nothing left open in a
+  notebook or GUI session that also plots."""
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  fig = Figure(figsize=kwargs.pop("figsize", None))
+  return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def heatmap(rows: list[dict], path: pathlib.Path, metric: str = "final_top1") -> None:
   """Backbones x optimizers, each pair's best top-1 over the grid (%), annotated."""
-  plt = _pyplot()
   by_pair = analysis.pairs(rows, metric)
   backbones = analysis.ordered(r["backbone"] for r in rows)
   optimizers = analysis.ordered(r["optimizer"] for r in rows)
   values = np.full((len(backbones), len(optimizers)), np.nan)
   for (b, o), summary in by_pair.items():
     values[backbones.index(b), optimizers.index(o)] = 100 * summary.best
-  fig, ax = plt.subplots(figsize=(1.1 * len(optimizers) + 2.5, 0.6 * len(backbones) + 1.8))
+  fig, ax = _figure(figsize=(1.1 * len(optimizers) + 2.5, 0.6 * len(backbones) + 1.8))
   image = ax.imshow(values, cmap="viridis", aspect="auto")
   ax.set_xticks(range(len(optimizers)), optimizers, rotation=45, ha="right")
   ax.set_yticks(range(len(backbones)), backbones)
@@ -40,16 +40,14 @@ def heatmap(rows: list[dict], path: pathlib.Path, metric: str = "final_top1") ->
   ax.set_title("Backbone x optimizer")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def boxplots(rows: list[dict], path: pathlib.Path, metric: str = "final_top1") -> None:
   """One panel per backbone: per optimizer, the distribution of top-1 over grid points and seeds."""
-  plt = _pyplot()
   backbones = analysis.ordered(r["backbone"] for r in rows)
   optimizers = analysis.ordered(r["optimizer"] for r in rows)
-  fig, axes = plt.subplots(1, len(backbones), figsize=(3.2 * len(backbones) + 0.8, 3.6),
-                           sharey=True, squeeze=False)
+  fig, axes = _figure(1, len(backbones), figsize=(3.2 * len(backbones) + 0.8, 3.6),
+                      sharey=True, squeeze=False)
   for ax, backbone in zip(axes[0], backbones):
     data = [[100 * r[metric] for r in rows if r["backbone"] == backbone and r["optimizer"] == o]
             for o in optimizers]
@@ -60,20 +58,19 @@ def boxplots(rows: list[dict], path: pathlib.Path, metric: str = "final_top1") -
   axes[0][0].set_ylabel(f"{metric.replace('_', ' ')} (%) over the grid")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def layer_curves(rows: list[dict], diagnostics: list[dict], path: pathlib.Path,
                  metric: str = "final_top1") -> None:
   """alpha, spectral entropy and L2 norm per layer (input -> output) of each pair's best cell."""
-  plt = _pyplot()
   backbones = analysis.ordered(r["backbone"] for r in rows)
   optimizers = analysis.ordered(r["optimizer"] for r in rows)
   best = analysis.best_cells(rows, metric)
   measures = (("alpha", "power-law alpha"), ("entropy", "spectral entropy"), ("norm", "L2 norm"))
-  fig, axes = plt.subplots(len(measures), len(backbones), squeeze=False,
+  fig, axes = _figure(len(measures), len(backbones), squeeze=False,
                            figsize=(3.4 * len(backbones) + 0.6, 2.4 * len(measures) + 0.6))
-  colors = plt.get_cmap("tab10")
+  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+  colors = colormaps["tab10"]
   for column, backbone in enumerate(backbones):
     for k, optimizer in enumerate(optimizers):
       cell = best.get((backbone, optimizer))
@@ -92,4 +89,3 @@ def layer_curves(rows: list[dict], diagnostics: list[dict], path: pathlib.Path,
   axes[0][-1].legend(fontsize=7, loc="best")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)

@@ -3,18 +3,20 @@
   python -m jaxlab.study.report --workdir=DIR [--out=DIR] [--metric=final_top1]
 
 Reads DIR/results.jsonl and DIR/diagnostics.jsonl (written by `python -m jaxlab.study`) and
-writes report.md, heatmap.png, boxplots.png and layers.png to --out (default: the workdir); with
-another --out it also copies the tables there, so the report directory stands alone.
+writes report.md, heatmap.png, boxplots.png, layers.png and results.csv (rewritten from the
+JSONL table) to --out (default: the workdir); with another --out it also copies the JSONL tables
+there, so the report directory stands alone.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import shutil
 import sys
 
-from jaxlab.study import analysis, plots, results
+from jaxlab.study import analysis, plots, results, spectra
 
 FIGURES = {"heatmap": "heatmap.png", "boxplots": "boxplots.png", "layers": "layers.png"}
 
@@ -38,7 +40,8 @@ def markdown(rows: list[dict], diagnostics: list[dict], metric: str = "final_top
       f"# {title}", "",
       (f"{len(rows)} cells: {len(backbones)} backbones x {len(optimizers)} optimizers x their grids "
        f"x {len(seeds)} seed(s), {rows[0]['steps']} steps each, trained as {len(programs)} compiled "
-       f"programs in {sum(programs.values()) / 60:.1f} min of wall time. Metric: "
+       f"programs in {sum(programs.values()) / 60:.1f} min of wall time (the programs' sum: "
+       "compilation, training, evaluation, checkpoints and diagnostics). Metric: "
        f"{metric.replace('_', ' ')} (%) on the eval split; grid points are averaged over seeds. "
        "Full table: [results.csv](results.csv)."), "",
       "## Robustness per backbone", "",
@@ -75,9 +78,12 @@ def markdown(rows: list[dict], diagnostics: list[dict], metric: str = "final_top
     best = analysis.best_cells(rows, metric)
     for (backbone, optimizer), cell in best.items():
       layers = analysis.layer_table(diagnostics, cell)
-      if layers:
-        means[(backbone, optimizer)] = sum(d["alpha"] for d in layers) / len(layers)
-    lines += ["", "Mean alpha over layers (best cell of each pair):", "",
+      fitted = [d["alpha"] for d in layers if math.isfinite(d["alpha"])]
+      if fitted:
+        means[(backbone, optimizer)] = sum(fitted) / len(fitted)
+    lines += ["", (f"Mean alpha over the layers with at least {spectra.MIN_EIGENVALUES} eigenvalues "
+                   "(fewer give no alpha: a tail fitted to a handful of values is noise) of each "
+                   "pair's best cell:"), "",
               "| backbone | " + " | ".join(optimizers) + " |",
               "| --- |" + " ---: |" * len(optimizers)]
     for backbone in backbones:
@@ -106,11 +112,10 @@ def build(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,
   if diagnostics:
     plots.layer_curves(rows, diagnostics, out / FIGURES["layers"], metric)
   if out.resolve() != workdir.resolve():
-    for name in (results.RESULTS_CSV, results.RESULTS_JSONL, results.DIAGNOSTICS_JSONL):
+    for name in (results.RESULTS_JSONL, results.DIAGNOSTICS_JSONL):
       if (workdir / name).exists():
         shutil.copyfile(workdir / name, out / name)
-  if not (out / results.RESULTS_CSV).exists():
-    results.write_csv(rows, out / results.RESULTS_CSV)
+  results.write_csv(rows, out / results.RESULTS_CSV)  # the table as this version lays it out
   study_file = workdir / "study.json"
   if title is None and study_file.exists():
     title = json.loads(study_file.read_text()).get("title")

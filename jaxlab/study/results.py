@@ -2,7 +2,8 @@
 
 Both are JSONL files that only grow (a row is appended when its cell's program finishes); readers
 keep the last row of each key, so a row written again after a crash replaces the earlier one.
-`results.csv` is the same table as `results.jsonl`, rewritten from it after every group.
+`results.csv` is the same table as `results.jsonl`, rewritten from it after every group, with the
+nested `grid` and `hparams` spread into one column per hyperparameter.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ RESULTS_JSONL = "results.jsonl"
 RESULTS_CSV = "results.csv"
 DIAGNOSTICS_JSONL = "diagnostics.jsonl"
 
-# Leading CSV columns; then the grid keys (lr first), then the rest, sorted.
+# Leading CSV columns; then the optimizer's keywords, then the rest, sorted.
 _FIRST_COLUMNS = ("backbone", "optimizer", "lr", "seed", "final_top1", "best_top1", "best_step",
                   "final_loss", "steps", "wall_time_s")
 
@@ -41,16 +42,18 @@ def append_rows(path: str | pathlib.Path, rows: list[dict]) -> None:
 
 
 def write_csv(rows: list[dict], path: str | pathlib.Path) -> None:
-  """The rows as CSV: known columns first, grid columns next; nested values as JSON."""
+  """The rows as CSV: known columns first, then one column per optimizer keyword (grid values and
+  fixed ones; empty where an optimizer has no such keyword), then the rest; nested values as JSON."""
   columns = [c for c in _FIRST_COLUMNS if any(c in r for r in rows)]
-  grid_keys = sorted({k for r in rows for k in r.get("grid", {})} - set(columns))
-  rest = sorted({k for r in rows for k in r} - set(columns) - set(grid_keys) - {"grid"})
-  columns += grid_keys + rest
+  hyper = sorted({k for r in rows for k in (*r.get("grid", {}), *r.get("hparams", {}))}
+                 - set(columns) - set(_FIRST_COLUMNS))
+  rest = sorted({k for r in rows for k in r} - set(columns) - set(hyper) - {"grid", "hparams"})
+  columns += hyper + rest
   with open(path, "w", newline="", encoding="utf-8") as f:
     writer = csv.DictWriter(f, fieldnames=columns)
     writer.writeheader()
     for row in rows:
-      flat = {**row, **row.get("grid", {})}
+      flat = {**row, **row.get("hparams", {}), **row.get("grid", {})}
       writer.writerow({c: _cell(flat.get(c, "")) for c in columns})
 
 

@@ -15,7 +15,10 @@ A study config (`configs/bocb/*.py`, an `ml_collections.ConfigDict`) has:
   cells_at_once  how many of a device's cells one call of the program computes together:
                0 = all (one vmapped computation; for accelerators), k = k at a time, one call of
                the same compiled step per chunk (one compilation still; on CPUs vmapped
-               convolutions become slow grouped convolutions, and 1 avoids them)
+               convolutions become slow grouped convolutions, and 1 avoids them), or "auto":
+               0 on GPUs/TPUs, 1 on CPUs (`cells_at_once()` below). In a config that says
+               "auto" the field is a string (ConfigDict keeps a field's type): override it as
+               `--config.cells_at_once=1`, or assign "1"
   max_cells_per_program   0 = no limit; otherwise groups are split into programs this large
   diagnostics  compute layer-wise spectral diagnostics of the trained weights
 
@@ -116,9 +119,30 @@ def check(study: ml_collections.ConfigDict) -> None:
     for key, values in entry["grid"].items():
       if not values:
         raise ConfigError(f"study.optimizers.{name}: grid '{key}' has no values")
+  cells_at_once(study.get("cells_at_once", 0), "cpu")  # checks the value's form
   budget = study.budget
   if (budget.get("total_steps") is None) == (budget.get("num_epochs") is None):
     raise ConfigError("study.budget needs exactly one of total_steps and num_epochs")
+
+
+def cells_at_once(value, platform: str) -> int:
+  """A study's `cells_at_once` on devices of `platform` ("cpu", "gpu", "tpu") as a number: 0 = all
+  of a device's cells vmapped together, k = k at a time, one call of the compiled step per chunk.
+
+  "auto" decides by the devices' platform: 0 on accelerators (GPU, TPU), where one small model
+  leaves most of the chip idle and batching the cells is the point; 1 on CPUs, where a vmapped
+  convolution becomes a grouped convolution that XLA:CPU runs several times slower, and vmapped
+  small matmuls are no faster than a loop over them (docs/benchmarks.md, "Coupling study").
+  """
+  if isinstance(value, str):
+    if value.strip().lower() == "auto":
+      return 1 if platform == "cpu" else 0
+    if not value.strip().isdigit():
+      raise ConfigError(f"cells_at_once must be 'auto' or a number >= 0, got '{value}'")
+    value = int(value)
+  if value is None or isinstance(value, bool) or int(value) != value or value < 0:
+    raise ConfigError(f"cells_at_once must be 'auto' or a number >= 0, got {value!r}")
+  return int(value)
 
 
 def cells(study: ml_collections.ConfigDict) -> list[Cell]:

@@ -17,6 +17,10 @@ some lambda_min) is the layer's measure (Martin & Mahoney 2021, and the WeightWa
   * Spectral entropy: the Shannon entropy of p_i = lambda_i / sum(lambda), divided by ln(number of
     eigenvalues) (WeightWatcher's normalized "matrix entropy"; 1 = flat spectrum, 0 = rank one).
   * L2 norm: the Frobenius norm of the whole parameter tensor.
+  * A tail fitted to a handful of eigenvalues is noise: below `MIN_EIGENVALUES` (10, WeightWatcher's
+    `min_evals` default) a layer gets no alpha (NaN, with the reason in `alpha_note`); its entropy
+    and norm are still reported. Examples: the first 3x3 convolution of a grayscale network (9 taps
+    of one input channel: 9 eigenvalues), the token MLPs of a Mixer over 4 tokens.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import numpy as np
 
 # Eigenvalues at or below this fraction of the largest are numerical zeros (rank deficiency).
 _ZERO_EIGENVALUE = 1e-10
+# Fewest eigenvalues a layer needs for its alpha (WeightWatcher's DEFAULT_MIN_EVALS).
+MIN_EIGENVALUES = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,13 +111,22 @@ def spectral_entropy(values: np.ndarray) -> float:
   return float(-(p * np.log(p)).sum() / np.log(len(values)))
 
 
-def layer_diagnostics(tensor: np.ndarray) -> dict[str, float] | None:
-  """alpha (and its x_min, KS distance, tail size), spectral entropy, L2 norm; None if no matrix."""
+def layer_diagnostics(tensor: np.ndarray, min_eigenvalues: int = MIN_EIGENVALUES
+                      ) -> dict[str, float] | None:
+  """alpha (and its x_min, KS distance, tail size), spectral entropy, L2 norm; None if no matrix.
+
+  With fewer than `min_eigenvalues` (nonzero) eigenvalues, alpha, x_min and the KS distance are
+  NaN and `alpha_note` says why; otherwise `alpha_note` is "".
+  """
   values = eigenvalues(tensor)
   if len(values) == 0:
     return None
-  fit = fit_power_law(values)
+  if len(values) < min_eigenvalues:
+    fit = PowerLawFit(float("nan"), float("nan"), float("nan"), 0)
+    note = f"{len(values)} eigenvalues < {min_eigenvalues}: too few for a power-law fit"
+  else:
+    fit, note = fit_power_law(values), ""
   return {"alpha": fit.alpha, "xmin": fit.xmin, "ks_distance": fit.ks_distance,
-          "num_tail": fit.num_tail, "num_eigenvalues": len(values),
+          "num_tail": fit.num_tail, "num_eigenvalues": len(values), "alpha_note": note,
           "entropy": spectral_entropy(values),
           "norm": float(np.linalg.norm(np.asarray(tensor, np.float64)))}
