@@ -6,7 +6,8 @@
 Loads the checkpoint (latest, or --step; --ema for the weight average), samples on all devices
 (each batch split over the mesh's data axes, one compiled loop per batch, a progress bar over
 the batches) and writes OUT/samples.npz (`images` uint8 NHWC, `labels`; label = number of classes
-for unconditional samples) and OUT/grid.png. Class-conditional runs draw the classes in turn
+for unconditional samples) and OUT/grid.png; a latent diffusion run's samples are latents that
+its frozen autoencoder decodes to images first. Class-conditional runs draw the classes in turn
 (sample i has class i mod C) and the grid has one column per class. --sampler, --steps and
 --guidance default to the run's config.task (sampler, sample_steps, guidance). Bad input ends
 with one line `error: ...` and exit status 2.
@@ -118,9 +119,10 @@ def sample_run(workdir, *, num: int, sampler: str | None = None, steps: int | No
   shape = setup.info.image_shape
 
   def sample_batch(params, model_state, labels, key):
-    net = setup.graph.merge(params, model_state, train=False)
-    return diffusion.generate(net, task.formulation, solver, labels, key, shape, guidance=guidance,
-                              null_label=null if num_classes else None)
+    model = setup.graph.merge(params, model_state, train=False)
+    # Images: a latent diffusion run's samples come back decoded by its frozen autoencoder.
+    return task.generate(model, solver, labels, key, shape, guidance=guidance,
+                         null_label=null if num_classes else None)
 
   replicated = sharding.replicated(mesh)
   batch_sharding = sharding.batch_sharding(mesh)

@@ -22,6 +22,11 @@ COLAB = "https://colab.research.google.com/github/ORG/jaxlab/blob/main/notebooks
 TINY = {
     "quickstart": {"total_steps": 12, "eval_every_steps": 6, "workdir": "{tmp}/quickstart"},
     "sema": {"total_steps": 24, "eval_every_steps": 12},
+    "coupling_study": {"backbones": ("small_cnn",), "optimizers": ("sgd", "adamw"),
+                       "full_lr_grid": False, "total_steps": 4, "workdir": "{tmp}/study"},
+    "tokenizer_to_generator": {"tokenizer_steps": 4, "adversarial": False, "maskgit_steps": 4,
+                               "diffusion_steps": 4, "diffusion_model": "dit", "sampler_steps": (4,),
+                               "workdir": "{tmp}/tokenizer_to_generator"},
 }
 
 
@@ -37,7 +42,7 @@ def _assigned_names(source: str) -> set[str]:
 
 
 def test_notebooks_exist():
-  assert {"quickstart", "sema"} <= {path.stem for path in NOTEBOOKS}
+  assert {"quickstart", "sema", "coupling_study", "tokenizer_to_generator"} <= {path.stem for path in NOTEBOOKS}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -202,3 +202,39 @@ def test_titok_gives_a_fixed_number_of_tokens_per_image():
   assert reconstruction.shape == images.shape and quantized.codes.shape == (3, 5)
   assert titok.code_shape(images.shape[1:]) == (5,)
   np.testing.assert_allclose(decoded, reconstruction, atol=1e-5)
+
+
+def test_perceptual_loss_on_a_frozen_classifier_checkpoint(tmp_path):
+  """A VQ-VAE with the perceptual loss on a small_cnn restored from a classification run's
+  checkpoint (init_from): it trains, reports the term, and the feature network stays frozen."""
+  classifier = load_config_file("configs/quickstart.py")
+  classifier.seed = 3
+  state = trainer.initial_state(trainer.build(classifier))  # its training is tested elsewhere
+  checkpointer = Checkpointer(tmp_path / "classifier" / "checkpoints", every_steps=1, keep=1)
+  checkpointer.maybe_save(5, state, force=True)
+  checkpointer.close()
+  expected = {**_flat(state.params), **_flat(state.model_state)}
+
+  config = _tokenizer_config()
+  config.model.quantizer.kmeans_init = config.model.quantizer.restart_dead = False  # less to compile
+  config.task.perceptual_weight = 0.5
+  config.task.perceptual_network = {"name": "small_cnn"}
+  config.init_from.path = str(tmp_path / "classifier")
+  config.init_from.include = ("^params/", "^model_state/")
+  config.init_from.rename = ((r"^(params|model_state)/", "model_state/perceptual/network/"),)
+  config.total_steps = config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
+  validate(config, jax.device_count())
+  workdir = tmp_path / "tokenizer"
+  trainer.train_and_evaluate(config, workdir)
+
+  from jaxlab.metrics.writers import read_jsonl  # pylint: disable=import-outside-toplevel
+  logged = read_jsonl(workdir / "metrics.jsonl")[0]
+  assert logged["train/perceptual"] > 0 and np.isfinite(logged["train/loss"])
+  trained = _restore(workdir, config, 2)
+  frozen = _flat(trained.model_state["perceptual"]["network"])
+  assert set(frozen) == set(expected)  # every classifier array, batch statistics included ...
+  for key, value in expected.items():  # ... copied and unchanged by two training steps
+    np.testing.assert_array_equal(frozen[key], value, err_msg=key)
+  assert set(trained.params) == {"autoencoder"}
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(trained.opt_state)[0]]
+  assert paths and not any("perceptual" in p for p in paths)

@@ -15,6 +15,10 @@ Experiment configs set `config.task = diffusion_task_config()` and change what t
                    "null" row, the unconditional input of classifier-free guidance)
   label_dropout    probability of training on the null label instead (CFG); 0.1 is common
   sampler, sample_steps, guidance   what `jaxlab.sample` uses when its flags do not say
+  autoencoder      None: diffusion on pixels. A stage-1 model config (name + kwargs, e.g. the
+                   tokenizer run's `config.model`): latent diffusion on its frozen latents
+                   (jaxlab/diffusion/latent.py); its weights come from that run via init_from
+  latent_scale     latents are multiplied by it; 0 = 1/std of the first training batch's (LDM)
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ def diffusion_task_config() -> ml_collections.ConfigDict:
       "time_sampling": "uniform", "logit_mean": 0.0, "logit_std": 1.0, "shift": 1.0,
       "conditional": True, "label_dropout": 0.1,
       "sampler": "heun", "sample_steps": 18, "guidance": 1.0,
+      "autoencoder": None, "latent_scale": 0.0,
   })
 
 
@@ -60,5 +65,15 @@ def check_diffusion_config(cfg: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.task.sigma_min={cfg.sigma_min} must be below sigma_max={cfg.sigma_max}")
   if cfg.num_train_timesteps < 2 or cfg.sample_steps < 1:
     raise ValueError("config.task.num_train_timesteps must be >= 2 and sample_steps >= 1")
+  if cfg.latent_scale < 0:
+    raise ValueError(f"config.task.latent_scale={cfg.latent_scale} must be >= 0 (0: estimated from the data)")
+  if cfg.autoencoder is not None:
+    from jaxlab import models  # pylint: disable=import-outside-toplevel
+    if "name" not in cfg.autoencoder:
+      raise ValueError("config.task.autoencoder needs the stage-1 model config, with its 'name'")
+    try:
+      models.check_kwargs(cfg.autoencoder.name, {k: v for k, v in cfg.autoencoder.items() if k != "name"})
+    except ValueError as e:
+      raise ValueError(f"config.task.autoencoder: {e}") from None
   if not 0 < cfg.beta_start < cfg.beta_end < 1:
     raise ValueError(f"config.diffusion needs 0 < beta_start < beta_end < 1, got {cfg.beta_start}, {cfg.beta_end}")

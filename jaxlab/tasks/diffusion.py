@@ -8,6 +8,18 @@ with fixed noise, the loss (`loss`, averaged over the levels) and the denoised s
 squared error per level (`mse/<level>`), so runs, checkpoints and EMA weights can be compared.
 Images should be scaled to [-1, 1] (dataset mean 0.5, std 0.5), which EDM's sigma_data = 0.5
 assumes.
+
+Latent diffusion: with `config.task.autoencoder` (the stage-1 run's `config.model`) the model is
+a `LatentDiffusionModel` (jaxlab/diffusion/latent.py) holding the denoiser and the frozen
+autoencoder, restored from the stage-1 run with `config.init_from`:
+
+    config.init_from.path = "workdirs/tokenizer"
+    config.init_from.include = ("^params/autoencoder/", "^model_state/autoencoder/")
+    config.init_from.rename = ((r"^(params|model_state)/autoencoder/", "model_state/autoencoder/"),)
+
+`loss` and `evaluate` encode the batch inside the step (eval mode, no gradient) and run the
+formulation on the scaled latents (so `mse/*` is in latent units); `generate` draws latents and
+decodes them to images. Without it the model is the denoiser itself and everything is in pixels.
 """
 
 from __future__ import annotations
@@ -19,9 +31,13 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from jaxlab import config as config_lib
 from jaxlab import models
 from jaxlab.diffusion import formulations
 from jaxlab.diffusion.config import check_diffusion_config
+from jaxlab.diffusion.generate import generate
+from jaxlab.diffusion.latent import LatentDiffusionModel, latent_shape
+from jaxlab.diffusion.samplers import Sampler
 
 # Fixed noise for `evaluate`: the same for every checkpoint, so their numbers compare.
 _EVAL_NOISE_SEED = 0
@@ -32,18 +48,50 @@ class Diffusion:
   formulation: formulations.DDPM | formulations.EDM | formulations.FlowMatching
   conditional: bool = True
   label_dropout: float = 0.1
+  autoencoder: dict | None = None  # stage-1 model config: latent diffusion on its frozen latents
+  latent_scale: float = 0.0
 
   @classmethod
   def from_config(cls, task_config: ml_collections.ConfigDict) -> Diffusion:
     check_diffusion_config(task_config)
-    return cls(formulations.from_config(task_config), task_config.conditional, task_config.label_dropout)
+    autoencoder = task_config.autoencoder
+    return cls(formulations.from_config(task_config), task_config.conditional, task_config.label_dropout,
+               None if autoencoder is None else _to_dict(autoencoder), task_config.latent_scale)
+
+  @property
+  def latent(self) -> bool:
+    return self.autoencoder is not None
 
   def init(self, config, info, rngs: nnx.Rngs) -> nnx.Module:
+    dtype = jnp.dtype(config.compute_dtype)
+    num_classes = info.num_classes if self.conditional else 0
+    shape = tuple(info.image_shape)
+    if self.latent:
+      averaging = config.optim.averaging
+      if averaging.name != "none" and averaging.get("average_model_state", True):
+        raise config_lib.ConfigError(
+            "latent diffusion: set config.optim.averaging.average_model_state=False (an average of "
+            "the model state would hold a second copy of the frozen autoencoder)")
+      ae_kwargs = dict(self.autoencoder)
+      ae_name = ae_kwargs.pop("name")
+      ae_kwargs.setdefault("in_channels", shape[-1])
+      autoencoder = models.create(ae_name, num_classes=info.num_classes, rngs=rngs, dtype=dtype, **ae_kwargs)
+      shape = latent_shape(autoencoder, info.image_shape, ae_name)
     kwargs = {k: v for k, v in config.model.items() if k != "name"}
-    kwargs.setdefault("in_channels", info.image_shape[-1])
-    kwargs.setdefault("img_size", info.image_shape[0])
-    return models.create(config.model.name, num_classes=info.num_classes if self.conditional else 0,
-                         rngs=rngs, dtype=jnp.dtype(config.compute_dtype), **kwargs)
+    kwargs.setdefault("in_channels", shape[-1])
+    kwargs.setdefault("img_size", shape[0])
+    denoiser = models.create(config.model.name, num_classes=num_classes, rngs=rngs, dtype=dtype, **kwargs)
+    if not self.latent:
+      return denoiser
+    return LatentDiffusionModel(denoiser, autoencoder, shape, self.latent_scale)
+
+  def denoiser(self, model: nnx.Module) -> nnx.Module:
+    """The network the formulation calls: `net(x, time, labels)`."""
+    return model.denoiser if self.latent else model
+
+  def _data(self, model: nnx.Module, images: jax.Array, *, train: bool = False) -> jax.Array:
+    """What is diffused: the images, or their scaled latents."""
+    return model.encode(images, keep_scale=train) if self.latent else images
 
   @staticmethod
   def null_label(model: nnx.Module) -> int:
@@ -64,19 +112,24 @@ class Diffusion:
   def loss(self, model, batch, rng):
     drop_key, loss_key = jax.random.split(rng)
     labels = self.training_labels(batch["label"], self.null_label(model), drop_key)
-    loss = self.formulation.loss(model, batch["image"], labels, loss_key).mean()
-    return loss, {"loss": loss}
+    x0 = self._data(model, batch["image"], train=True)
+    loss = self.formulation.loss(self.denoiser(model), x0, labels, loss_key).mean()
+    metrics = {"loss": loss}
+    if self.latent:
+      metrics["latent_scale"] = model.latent_scale[...]
+    return loss, metrics
 
   def evaluate(self, model, batch):
-    x0, mask = batch["image"], batch["mask"]
+    x0, mask = self._data(model, batch["image"]), batch["mask"]
     labels = self._labels(model, batch)
+    net = self.denoiser(model)
     noise = jax.random.normal(jax.random.PRNGKey(_EVAL_NOISE_SEED), x0.shape, x0.dtype)
     sums, loss = {}, 0.0
     for level in self.formulation.eval_levels:
       levels = jnp.full((x0.shape[0],), level)
-      loss += self.formulation.level_loss(model, x0, labels, levels, noise)
+      loss += self.formulation.level_loss(net, x0, labels, levels, noise)
       x = self._noisy(x0, noise, levels)
-      denoised, _ = self.formulation.predict(model, x, levels, labels)
+      denoised, _ = self.formulation.predict(net, x, levels, labels)
       mse = jnp.mean(((denoised - x0) ** 2).reshape(x0.shape[0], -1), axis=1)
       sums[f"mse/{self.formulation.level_name(level)}"] = (mse * mask).sum()
     sums["loss"] = (loss / len(self.formulation.eval_levels) * mask).sum()
@@ -87,3 +140,16 @@ class Diffusion:
     alpha, sigma = self.formulation.marginal(levels)
     shape = (-1,) + (1,) * (x0.ndim - 1)
     return alpha.reshape(shape) * x0 + sigma.reshape(shape) * noise
+
+  def generate(self, model: nnx.Module, sampler: Sampler, labels: jax.Array, rng: jax.Array,
+               image_shape, *, guidance: float = 1.0, null_label: int | None = None) -> jax.Array:
+    """Images [len(labels), *image_shape] in the data's scale (model in eval mode): samples of
+    pixels, or of latents decoded by the frozen autoencoder. Arguments as `diffusion.generate`."""
+    shape = model.latent_shape if self.latent else tuple(image_shape)
+    samples = generate(self.denoiser(model), self.formulation, sampler, labels, rng, shape,
+                       guidance=guidance, null_label=null_label)
+    return model.decode(samples) if self.latent else samples
+
+
+def _to_dict(value) -> dict:
+  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)

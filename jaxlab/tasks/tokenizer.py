@@ -188,6 +188,8 @@ class Tokenizer:
     metrics = {"reconstruction": self._reconstruction(x, x_hat).mean(), "quantizer_loss": quantized.loss,
                "psnr": image_quality.psnr(x, jnp.clip(x_hat, -1, 1), max_value=2.0).mean(),
                **{f"codebook/{k}": v for k, v in quantized.stats.items()}}
+    if model.perceptual is not None:  # the term inside `nll`, reported (XLA's CSE computes it once)
+      metrics["perceptual"] = model.perceptual(x, x_hat).mean()
     count = model.train_batches[...]
     model.train_batches[...] = count + 1
     if self.adversarial:

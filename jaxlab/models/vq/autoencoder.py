@@ -156,7 +156,16 @@ class VQAutoencoder(nnx.Module):
     return (h, w) if levels is None else (h, w, len(levels))
 
   def encode(self, images: jax.Array) -> Quantized:
-    return self.quantizer(self.encoder(images))
+    return self.quantizer(self.latents(images))
+
+  def latents(self, images: jax.Array) -> jax.Array:
+    """The encoder's output before quantization (B, H/2^k, W/2^k, latent_dim): what latent
+    diffusion models (LDM's VQ-regularised autoencoders; `jaxlab.diffusion.latent`)."""
+    return self.encoder(images)
+
+  def decode_latents(self, latents: jax.Array) -> jax.Array:
+    """Images from (generated) pre-quantization latents: quantize, then decode."""
+    return self.decode(self.quantizer(latents).values)
 
   def decode(self, values: jax.Array) -> jax.Array:
     return self.decoder(values)
