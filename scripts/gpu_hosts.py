@@ -128,19 +128,25 @@ def launch(processes, log_dir: pathlib.Path) -> int:
   # local jaxlab.train saves a checkpoint and stops), not as a SIGINT to everything at once. The
   # bash around each command traps SIGTERM (a handler, reset for the command it starts) so that it
   # outlives the command and reports its exit status.
-  running = [run_line(f"trap : TERM; {line}", stdin=subprocess.DEVNULL, start_new_session=True)
-             for *_, line in processes]
-  first_log, position, interrupted = log_dir / "process-0.log", 0, False
+  # Ctrl-C only sets a flag (a KeyboardInterrupt raised while processes are being started could
+  # leave one running and unsignalled); the loop below sees it within half a second.
+  interrupts = []
+  previous = signal.signal(signal.SIGINT, lambda *_: interrupts.append(True))
   try:
-    while any(p.poll() is None for p in running):
+    running = [run_line(f"trap : TERM; {line}", stdin=subprocess.DEVNULL, start_new_session=True)
+               for *_, line in processes]
+    first_log, position = log_dir / "process-0.log", 0
+    while not interrupts and any(p.poll() is None for p in running):
       position = _follow(first_log, position)
       time.sleep(0.5)
-  except KeyboardInterrupt:
-    interrupted = True
-    for p in running:
-      if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-  codes = [p.wait() for p in running]
+    interrupted = bool(interrupts)
+    if interrupted:
+      for p in running:
+        if p.poll() is None:
+          os.killpg(p.pid, signal.SIGTERM)
+    codes = [p.wait() for p in running]
+  finally:
+    signal.signal(signal.SIGINT, previous)
   _follow(first_log, position)
   if interrupted:
     statuses = ", ".join(f"{pid}: {code}" for (pid, *_), code in zip(processes, codes))
