@@ -11,9 +11,9 @@ compiled program (12 programs); `cells_at_once="auto"` runs the cells of a progr
 another through its compiled step on a CPU (vmapped convolutions are slower there:
 docs/benchmarks.md, "Coupling study") and vmapped on an accelerator.
 
-Expected on a 2-core CPU: about 10 minutes. Measured: 910 s wall for the whole command (study and
-report) on a 2-core CPU shared with three other jobs (load average 6-8), 541 s of CPU time, 1.4 GB
-peak memory; not measured on an idle machine. The run and its report (table, heat map, box plots,
+Expected on a 2-core CPU: about 6-7 minutes. Measured: 384 s wall for the whole command (study and
+report) on an idle 2-core CPU (910 s while three other jobs shared it, load average 6-8), 1.4 GB
+peak memory; the results were identical in both runs. The run and its report (table, heat map, box plots,
 layer-wise alpha/entropy/norm) are in docs/study_mini/. Measured result (final top-1, each
 optimizer at its best lr; Mean +- Std over the four optimizers): small_cnn 99.6 +- 0.2 % (range
 0.6), tiny_mixer 91.9 +- 2.8 % (range 7.2; SGD best at 94.4 %, Lion worst at 87.2 %), tiny_vit
