@@ -171,9 +171,16 @@ def test_reader_errors_are_one_line(tmp_path, monkeypatch):
     load_state_dict(tmp_path / "w.pth")
 
 
-def test_pth_checkpoint_when_torch_is_installed(tmp_path):
-  # Optional: CI has no torch; the .safetensors path above needs none.
-  torch = pytest.importorskip("torch")
+def test_pth_checkpoint_needs_torch_and_loads_with_it(tmp_path):
+  # CI has no torch (the .safetensors path above needs none): there the .pth path must say, in
+  # one line, what to install; where torch is installed it must load the tensors.
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    (tmp_path / "w.pth").write_bytes(b"not read without torch")
+    with pytest.raises(ValueError, match=r"^reading w.pth needs torch: pip install jaxlab\[torch\]"):
+      load_state_dict(tmp_path / "w.pth")
+    return
   weights = {"fc.weight": np.arange(6.0, dtype=np.float32).reshape(2, 3)}
   torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in weights.items()}, "epoch": 3},
              tmp_path / "w.pth")
