@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+from checkpointed_state import flat_arrays, restore
 from flax import nnx
 from flax.traverse_util import flatten_dict
 
@@ -21,10 +22,6 @@ from jaxlab.sample import sample_run
 from jaxlab.state import ModelGraph, TrainState
 
 TINY_DIT = {"name": "dit", "patch_size": 1, "hidden_size": 16, "depth": 1, "num_heads": 2, "learn_sigma": False}
-
-
-def _flat(tree):
-  return {"/".join(map(str, k)): np.asarray(v) for k, v in flatten_dict(tree).items()}
 
 
 def _tokenizer_config():
@@ -42,13 +39,6 @@ def _latent_config(tokenizer_dir, tokenizer_config):
   config.batch_size, config.total_steps, config.eval_batch_size = 16, 3, 120
   config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 3
   return config
-
-
-def _restore(workdir, config, step):
-  checkpointer = Checkpointer(workdir / "checkpoints", every_steps=1, keep=3)
-  state = checkpointer.restore(step, trainer.build(config).abstract_state)
-  checkpointer.close()
-  return state
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +69,9 @@ def test_frozen_autoencoder_comes_from_stage1_and_is_not_trained(tokenizer_run, 
   workdir, config, result = latent_run
   assert {"eval/loss", "eval_ema/loss", "eval/mse/sigma0.1"} <= set(result)
   assert all(np.isfinite(v) for v in result.values())
-  expected = {**_flat(stage1.params["autoencoder"]), **_flat(stage1.model_state["autoencoder"])}
-  state = _restore(workdir, config, 3)
-  frozen = _flat(state.model_state["autoencoder"])
+  expected = {**flat_arrays(stage1.params["autoencoder"]), **flat_arrays(stage1.model_state["autoencoder"])}
+  state = restore(workdir, config, 3)
+  frozen = flat_arrays(state.model_state["autoencoder"])
   # init_from copied every stage-1 array, and three training steps left them bit-identical ...
   assert set(frozen) == set(expected)
   for key, value in expected.items():
@@ -101,7 +91,7 @@ def test_checkpoint_stores_the_autoencoder_once(tokenizer_run, latent_run):
   keys = ["/".join(k) for k in flatten_dict(metadata)]
   autoencoder_keys = [k for k in keys if "autoencoder" in k]
   assert autoencoder_keys and all(k.startswith("model_state/autoencoder/") for k in autoencoder_keys)
-  assert len(autoencoder_keys) == len(_flat(stage1.params["autoencoder"])) + len(_flat(stage1.model_state["autoencoder"]))
+  assert len(autoencoder_keys) == len(flat_arrays(stage1.params["autoencoder"])) + len(flat_arrays(stage1.model_state["autoencoder"]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +190,7 @@ def test_imagenet256_dit_recipe_trains_a_step_on_scaled_latents_at_tiny_resoluti
   assert float(metrics["latent_scale"]) == float(scale) > 0 and float(state.model_state["latent_scale"]) == 0
   latents = jax.jit(lambda s, x: graph.merge(s.params, s.model_state, train=False).encode(x))(new_state, batch["image"])
   assert float(jnp.std(latents)) == pytest.approx(1.0, rel=1e-4)
-  before, after = _flat(state.model_state["autoencoder"]), _flat(new_state.model_state["autoencoder"])
+  before, after = flat_arrays(state.model_state["autoencoder"]), flat_arrays(new_state.model_state["autoencoder"])
   for key, value in before.items():
     np.testing.assert_array_equal(after[key], value, err_msg=key)
 

@@ -6,18 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from checkpointed_state import flat_arrays, restore
 from flax import nnx
-from flax.traverse_util import flatten_dict
 
 from jaxlab import data, models, tasks, trainer
 from jaxlab.checkpoint import Checkpointer
 from jaxlab.config import load_config_file, validate
 from jaxlab.generate import to_uint8, write_pngs
 from jaxlab.state import ModelGraph
-
-
-def _flat(tree):
-  return {"/".join(map(str, k)): np.asarray(v) for k, v in flatten_dict(tree).items()}
 
 
 def _tokenizer_config(variant="vqvae"):
@@ -29,20 +25,6 @@ def _tokenizer_config(variant="vqvae"):
   config.log_every_steps = config.eval_every_steps = 3
   config.checkpoint_every_steps = 3
   return config
-
-
-_ABSTRACT_STATES = {}
-
-
-def _restore(workdir, config, step):
-  """The checkpointed state of one step (abstract states built once per config)."""
-  key = config.to_json_best_effort()
-  if key not in _ABSTRACT_STATES:
-    _ABSTRACT_STATES[key] = trainer.build(config).abstract_state
-  checkpointer = Checkpointer(workdir / "checkpoints", every_steps=1, keep=3)
-  state = checkpointer.restore(step, _ABSTRACT_STATES[key])
-  checkpointer.close()
-  return state
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +101,10 @@ def test_maskgit_trains_on_the_frozen_tokenizer(tokenizer_run, maskgit_run):
   tokenizer_dir, tokenizer_config, _ = tokenizer_run
   workdir, config, result = maskgit_run
   assert {"eval/loss", "eval/masked_accuracy"} <= set(result)
-  stage1 = _restore(tokenizer_dir, tokenizer_config, 3)
-  expected = {**_flat(stage1.params["autoencoder"]), **_flat(stage1.model_state["autoencoder"])}
-  state = _restore(workdir, config, 2)
-  frozen = _flat(state.model_state["tokenizer"])
+  stage1 = restore(tokenizer_dir, tokenizer_config, 3)
+  expected = {**flat_arrays(stage1.params["autoencoder"]), **flat_arrays(stage1.model_state["autoencoder"])}
+  state = restore(workdir, config, 2)
+  frozen = flat_arrays(state.model_state["tokenizer"])
   # Every tokenizer array came from stage 1 and is unchanged after training steps ...
   assert set(frozen) == set(expected)
   for key, value in expected.items():
@@ -140,8 +122,8 @@ def test_checkpoint_stores_the_tokenizer_once(tokenizer_run, maskgit_run):
   keys = list(_flat_metadata(metadata))
   tokenizer_keys = [k for k in keys if "tokenizer" in k]
   assert tokenizer_keys and all(k.startswith("model_state/tokenizer/") for k in tokenizer_keys)
-  stage1 = _restore(tokenizer_dir, tokenizer_config, 3)
-  assert len(tokenizer_keys) == len(_flat(stage1.params["autoencoder"])) + len(_flat(stage1.model_state["autoencoder"]))
+  stage1 = restore(tokenizer_dir, tokenizer_config, 3)
+  assert len(tokenizer_keys) == len(flat_arrays(stage1.params["autoencoder"])) + len(flat_arrays(stage1.model_state["autoencoder"]))
 
 
 def _flat_metadata(tree, prefix=""):
@@ -156,7 +138,7 @@ def _flat_metadata(tree, prefix=""):
 def test_maskgit_samples_are_written(maskgit_run, tmp_path):
   workdir, config, _ = maskgit_run
   setup = trainer.build(config)
-  state = _restore(workdir, config, 2)
+  state = restore(workdir, config, 2)
   labels = jnp.repeat(jnp.arange(10), 2)
 
   @jax.jit
@@ -213,7 +195,7 @@ def test_perceptual_loss_on_a_frozen_classifier_checkpoint(tmp_path):
   checkpointer = Checkpointer(tmp_path / "classifier" / "checkpoints", every_steps=1, keep=1)
   checkpointer.maybe_save(5, state, force=True)
   checkpointer.close()
-  expected = {**_flat(state.params), **_flat(state.model_state)}
+  expected = {**flat_arrays(state.params), **flat_arrays(state.model_state)}
 
   config = _tokenizer_config()
   config.model.quantizer.kmeans_init = config.model.quantizer.restart_dead = False  # less to compile
@@ -230,8 +212,8 @@ def test_perceptual_loss_on_a_frozen_classifier_checkpoint(tmp_path):
   from jaxlab.metrics.writers import read_jsonl  # pylint: disable=import-outside-toplevel
   logged = read_jsonl(workdir / "metrics.jsonl")[0]
   assert logged["train/perceptual"] > 0 and np.isfinite(logged["train/loss"])
-  trained = _restore(workdir, config, 2)
-  frozen = _flat(trained.model_state["perceptual"]["network"])
+  trained = restore(workdir, config, 2)
+  frozen = flat_arrays(trained.model_state["perceptual"]["network"])
   assert set(frozen) == set(expected)  # every classifier array, batch statistics included ...
   for key, value in expected.items():  # ... copied and unchanged by two training steps
     np.testing.assert_array_equal(frozen[key], value, err_msg=key)
