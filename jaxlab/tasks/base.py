@@ -16,6 +16,7 @@ tokenizer training differ here and nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol
 
 import jax
@@ -35,3 +36,18 @@ class Task(Protocol):
 
   def evaluate(self, model: nnx.Module, batch: Batch) -> dict[str, jax.Array]:
     ...
+
+
+def plain(value: Any) -> Any:
+  """A ConfigDict as a plain dict (task dataclasses hold dicts); anything else unchanged."""
+  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+
+
+def dataclass_from_config(cls, task_config: ml_collections.ConfigDict, task_name: str):
+  """`cls(**task_config)` for a task dataclass; unknown keys give one line naming the valid ones."""
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(task_config.keys()) - known - {"name"})
+  if unknown:
+    raise ValueError(f"unknown key(s) {', '.join(unknown)} for task '{task_name}'; valid: "
+                     f"{', '.join(sorted(known))}")
+  return cls(**{k: plain(task_config[k]) for k in known if k in task_config})

@@ -38,6 +38,7 @@ from jaxlab.diffusion.config import check_diffusion_config
 from jaxlab.diffusion.generate import generate
 from jaxlab.diffusion.latent import LatentDiffusionModel, latent_shape
 from jaxlab.diffusion.samplers import Sampler
+from jaxlab.tasks.base import plain
 
 # Fixed noise for `evaluate`: the same for every checkpoint, so their numbers compare.
 _EVAL_NOISE_SEED = 0
@@ -56,7 +57,7 @@ class Diffusion:
     check_diffusion_config(task_config)
     autoencoder = task_config.autoencoder
     return cls(formulations.from_config(task_config), task_config.conditional, task_config.label_dropout,
-               None if autoencoder is None else _to_dict(autoencoder), task_config.latent_scale)
+               None if autoencoder is None else dict(plain(autoencoder)), task_config.latent_scale)
 
   @property
   def latent(self) -> bool:
@@ -149,7 +150,3 @@ class Diffusion:
     samples = generate(self.denoiser(model), self.formulation, sampler, labels, rng, shape,
                        guidance=guidance, null_label=null_label)
     return model.decode(samples) if self.latent else samples
-
-
-def _to_dict(value) -> dict:
-  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)

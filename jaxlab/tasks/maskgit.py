@@ -30,6 +30,7 @@ from flax import nnx
 from jaxlab import models
 from jaxlab.models.vq import maskgit
 from jaxlab.models.vq.frozen import eval_view, freeze
+from jaxlab.tasks.base import dataclass_from_config, plain
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -62,10 +63,6 @@ class MaskGITModel(nnx.Module):
     return eval_view(self.tokenizer).decode_codes(codes.reshape((codes.shape[0],) + self.code_shape))
 
 
-def _to_dict(value):
-  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value)
-
-
 @dataclasses.dataclass(frozen=True)
 class MaskGIT:
   tokenizer: dict = dataclasses.field(default_factory=lambda: {"name": "vq_autoencoder"})
@@ -85,20 +82,11 @@ class MaskGIT:
 
   @classmethod
   def from_config(cls, task_config: ml_collections.ConfigDict) -> MaskGIT:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(task_config.keys()) - known - {"name"})
-    if unknown:
-      raise ValueError(f"unknown key(s) {', '.join(unknown)} for task 'maskgit'; valid: "
-                       f"{', '.join(sorted(known))}")
-    values = {k: task_config[k] for k in known if k in task_config}
-    for key in ("tokenizer", "sampling"):
-      if key in values:
-        values[key] = _to_dict(values[key])
-    return cls(**values)
+    return dataclass_from_config(cls, task_config, "maskgit")
 
   def init(self, config, info, rngs: nnx.Rngs) -> nnx.Module:
     dtype = jnp.dtype(config.compute_dtype)
-    tok = {k: (_to_dict(v) if isinstance(v, ml_collections.ConfigDict) else v) for k, v in self.tokenizer.items()}
+    tok = {k: plain(v) for k, v in self.tokenizer.items()}
     tok.setdefault("in_channels", info.image_shape[-1])
     tokenizer = models.create(tok.pop("name"), num_classes=info.num_classes, rngs=rngs, dtype=dtype, **tok)
     code_shape = tuple(tokenizer.code_shape(info.image_shape))

@@ -43,6 +43,7 @@ from jaxlab.metrics import codebook as codebook_metrics
 from jaxlab.metrics import image_quality
 from jaxlab.models.vq.discriminator import PatchDiscriminator
 from jaxlab.models.vq.perceptual import PerceptualDistance
+from jaxlab.tasks.base import dataclass_from_config
 
 RECONSTRUCTION_LOSSES = ("l1", "l2")
 
@@ -113,16 +114,7 @@ class Tokenizer:
 
   @classmethod
   def from_config(cls, task_config: ml_collections.ConfigDict) -> Tokenizer:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(task_config.keys()) - known - {"name"})
-    if unknown:
-      raise ValueError(f"unknown key(s) {', '.join(unknown)} for task 'tokenizer'; valid: "
-                       f"{', '.join(sorted(known))}")
-    values = {k: task_config[k] for k in known if k in task_config}
-    for key in ("perceptual_network", "discriminator"):
-      if isinstance(values.get(key), ml_collections.ConfigDict):
-        values[key] = values[key].to_dict()
-    return cls(**values)
+    return dataclass_from_config(cls, task_config, "tokenizer")
 
   @property
   def adversarial(self) -> bool:
