@@ -110,11 +110,20 @@ def test_sigkill_at_a_random_step_then_restart_is_bit_identical(tmp_path, data_d
   code, _, _ = run(QUICKSTART, tmp_path / "killed", *SHORT, data_dir=data_dir,
                    JAXLAB_SIGKILL_AT_STEP=str(kill_at))
   assert code == -signal.SIGKILL, f"kill_at={kill_at}"
+  # Checkpoints every 10 steps, saved asynchronously: a kill just after a save began (kill_at=11)
+  # may cut it short, so the restart resumes from the last checkpoint that was finalized (Orbax
+  # renames it to its step number when complete), or afresh.
+  checkpoints = tmp_path / "killed" / "checkpoints"
+  finalized = [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()] if checkpoints.exists() else []
+  assert all(s < kill_at and s % 10 == 0 for s in finalized), (kill_at, finalized)
+  if kill_at > 20:  # the step-10 save had ten steps to finish
+    assert 10 in finalized, (kill_at, finalized)
   code, out, err = run(QUICKSTART, tmp_path / "killed", *SHORT, data_dir=data_dir)
   assert code == 0, err[-3000:]
-  # Checkpoints every 10 steps: resumed from the last one written before the kill, or afresh.
-  if kill_at > 10:
-    assert "resumed from step" in err + out, f"kill_at={kill_at}"
+  if finalized:
+    assert f"resumed from step {max(finalized)} " in err + out, (kill_at, finalized)
+  else:
+    assert "resumed from step" not in err + out, kill_at
   _assert_same_run(straight_run, tmp_path / "killed")
 
 
