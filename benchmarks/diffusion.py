@@ -14,8 +14,6 @@ without the data pipeline.
 from __future__ import annotations
 
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -25,21 +23,13 @@ from ml_collections import config_flags
 
 from jaxlab import diffusion, trainer
 from jaxlab.config import validate
+from timing import compile_seconds, median_seconds, train_step_seconds
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/diffusion_digits.py", "A diffusion training config.")
 _SAMPLE_BATCH = flags.DEFINE_integer("sample_batch", 256, "Images per sampling call.")
 _SAMPLERS = flags.DEFINE_list("samplers", ["heun:18", "dpmpp_2m:10", "ddim:50"], "NAME:STEPS to time.")
 _GUIDANCE = flags.DEFINE_float("guidance", 2.0, "Classifier-free guidance scale (1 = none).")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 50, "Timed training steps (5 windows).")
-
-
-def _median_seconds(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def sampling(setup, params, model_state, batch: int, name: str, steps: int, guidance: float) -> None:
@@ -56,36 +46,15 @@ def sampling(setup, params, model_state, batch: int, name: str, steps: int, guid
                               guidance=guidance, null_label=num_classes if num_classes else None)
 
   key = jax.random.PRNGKey(0)
-  start = time.perf_counter()
-  jax.block_until_ready(run(params, model_state, labels, key))
-  compile_s = time.perf_counter() - start
-  seconds = _median_seconds(lambda: run(params, model_state, labels, key), 3)
+  compile_s = compile_seconds(lambda: run(params, model_state, labels, key))
+  seconds = median_seconds(lambda: run(params, model_state, labels, key), 3, windows=3)
   print(f"sample {name:9s} steps {steps:3d}  NFE {sampler.nfe:3d}  guidance {guidance:g}  batch {batch}  "
         f"compile {compile_s:5.1f} s  {batch / seconds:8.1f} images/s  "
         f"({batch * sampler.nfe * (2 if guidance != 1 else 1) / seconds:8.0f} network images/s)")
 
 
 def training(setup, config, steps: int) -> None:
-  state = trainer.initial_state(setup)
-  train_step, _ = trainer.compile_steps(setup, config.grad_accum_steps)
-  rng = np.random.default_rng(0)
-  shape = (config.batch_size, *setup.info.image_shape)
-  batch = trainer.to_global({"image": rng.uniform(-1, 1, shape).astype(np.float32),
-                             "label": rng.integers(0, setup.info.num_classes, config.batch_size).astype(np.int32)},
-                            setup.batch_sharding)
-  start = time.perf_counter()
-  state, metrics = train_step(state, batch)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - start
-  window = max(steps // 5, 1)
-  times = []
-  for _ in range(5):
-    start = time.perf_counter()
-    for _ in range(window):
-      state, metrics = train_step(state, batch)
-    jax.block_until_ready(metrics)
-    times.append((time.perf_counter() - start) / window)
-  step_s = statistics.median(times)
+  compile_s, step_s = train_step_seconds(setup, config, steps)
   print(f"train {config.model.name} batch {config.batch_size}  compile {compile_s:5.1f} s  "
         f"{step_s * 1000:7.1f} ms/step  {config.batch_size / step_s:8.1f} images/s")
 

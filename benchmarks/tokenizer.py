@@ -13,16 +13,14 @@ Each figure is the median over 5 windows.
 from __future__ import annotations
 
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 
 from jaxlab import trainer
 from jaxlab.config import load_config_file
+from timing import compile_seconds, median_seconds, train_step_seconds
 
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed train steps (5 windows).")
 _TOKENIZER = flags.DEFINE_string("tokenizer_config", "configs/tokenizer_digits.py", "Stage-1 config.")
@@ -30,39 +28,10 @@ _MASKGIT = flags.DEFINE_string("maskgit_config", "configs/maskgit_digits.py", "S
 _DECODE_BATCH = flags.DEFINE_integer("decode_batch", 100, "Images per decoding call.")
 
 
-def _median_seconds(fn, repeats: int, windows: int = 5) -> float:
-  """Median seconds per call over `windows` windows of repeats // windows calls."""
-  per_window = max(repeats // windows, 1)
-  times = []
-  for _ in range(windows):
-    start = time.perf_counter()
-    for _ in range(per_window):
-      fn()
-    times.append((time.perf_counter() - start) / per_window)
-  return statistics.median(times)
-
-
 def train_throughput(config, steps: int) -> tuple[float, float]:
   """(compile seconds, images/s) of the trainer's train step on a random device-resident batch."""
-  setup = trainer.build(config)
-  state = trainer.initial_state(setup)
-  train_step, _ = trainer.compile_steps(setup)
-  rng = np.random.default_rng(0)
-  shape = (config.batch_size,) + setup.info.image_shape
-  batch = trainer.to_global({"image": rng.uniform(-1, 1, shape).astype(np.float32),
-                             "label": rng.integers(0, setup.info.num_classes, config.batch_size).astype(np.int32)},
-                            setup.batch_sharding)
-  start = time.perf_counter()
-  state, metrics = train_step(state, batch)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - start
-  holder = {"state": state}
-
-  def one():
-    holder["state"], metrics = train_step(holder["state"], batch)
-    jax.block_until_ready(metrics)
-
-  return compile_s, config.batch_size / _median_seconds(one, steps)
+  compile_s, step_s = train_step_seconds(trainer.build(config), config, steps)
+  return compile_s, config.batch_size / step_s
 
 
 def decode_throughput(config, batch: int) -> tuple[float, float]:
@@ -76,11 +45,9 @@ def decode_throughput(config, batch: int) -> tuple[float, float]:
     model = setup.graph.merge(state.params, state.model_state, train=False)
     return setup.task.sample(model, labels, rng)
 
-  start = time.perf_counter()
-  jax.block_until_ready(sample(state, jax.random.PRNGKey(0)))
-  compile_s = time.perf_counter() - start
+  compile_s = compile_seconds(lambda: sample(state, jax.random.PRNGKey(0)))
   keys = iter(jax.random.split(jax.random.PRNGKey(1), 1000))
-  seconds = _median_seconds(lambda: jax.block_until_ready(sample(state, next(keys))), 10)
+  seconds = median_seconds(lambda: sample(state, next(keys)), 10)
   return compile_s, batch / seconds
 
 

@@ -2,12 +2,15 @@
 frozen digits tokenizer (configs/tokenizer_digits.py), restored from its run with init_from.
 
   python -m jaxlab.train --config=configs/maskgit_digits.py:workdirs/tokenizer --workdir=workdirs/maskgit
-  python -m jaxlab.generate --config=configs/maskgit_digits.py:workdirs/tokenizer --workdir=workdirs/maskgit
+  python -m jaxlab.sample --workdir=workdirs/maskgit --num=100
 
 The argument is the tokenizer's workdir. 4x4 = 16 codes per digit, a 4-layer transformer of width
 128, 8 decoding steps. Measured (2-core CPU shared with other jobs, 2026-11-23): ~5 min for 600
 steps; masked-code accuracy 0.14 on the test split (512-code tokenizer; 0.22 with 128 codes);
-the samples (WORKDIR/samples/grid.png, one row per class) are blurry but mostly the requested digit.
+the samples (WORKDIR/samples/grid.png, one column per class) are blurry but mostly the requested
+digit: the quick-start classifier labels 97 of 100 as the class they were drawn for
+(`python -m jaxlab.metrics.sample_quality --samples=workdirs/maskgit/samples/samples.npz
+--classifier=CLASSIFIER_WORKDIR`; scripts/tokenizer_to_generator.sh does all of this).
 """
 
 import pathlib

@@ -3,8 +3,7 @@
 
   python -m jaxlab.train --config=configs/maskgit_imagenet256.py:workdirs/vqgan_in256 \
       --workdir=workdirs/maskgit_in256
-  python -m jaxlab.generate --config=configs/maskgit_imagenet256.py:workdirs/vqgan_in256 \
-      --workdir=workdirs/maskgit_in256
+  python -m jaxlab.sample --workdir=workdirs/maskgit_in256 --num=50000
 
 For accelerators (not run here). The paper's reference (Chang et al. 2022, MaskGIT, not
 reproduced here): FID 6.18, IS 182.1 on ImageNet 256 with 8 decoding steps, after 300 epochs at

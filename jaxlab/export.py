@@ -12,13 +12,13 @@ schedule-free AdamW run exports its evaluation point x, as the reference's `opti
 from __future__ import annotations
 
 import pathlib
-import sys
 
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import app, flags
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from jaxlab.cli import fail
 from jaxlab.stages import InitFromError, resolve_checkpoint
 
 # allow_override: the CLIs share flag names (workdir, step, out, ...) and tests import several of
@@ -79,16 +79,13 @@ def exported_tensors(checkpoint: pathlib.Path, ema: bool = False) -> dict[str, n
 
 def main(argv):
   if len(argv) > 1 or not _WORKDIR.value or not _OUT.value:
-    print("error: usage: python -m jaxlab.export --workdir=DIR [--step=N] --out=FILE.safetensors [--ema]",
-          file=sys.stderr)
-    sys.exit(2)
+    fail("usage: python -m jaxlab.export --workdir=DIR [--step=N] --out=FILE.safetensors [--ema]")
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   try:
     checkpoint = resolve_checkpoint(_WORKDIR.value, _STEP.value)
     tensors = exported_tensors(checkpoint, _EMA.value)
   except (InitFromError, ValueError) as e:
-    print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
-    sys.exit(2)
+    fail(str(e).splitlines()[0])
   save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, _OUT.value,
             metadata={"source": str(checkpoint), "weights": "average" if _EMA.value else "trained"})
   print(f"wrote {len(tensors)} tensors from {checkpoint} to {_OUT.value}")

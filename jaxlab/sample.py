@@ -1,15 +1,21 @@
-"""Command line: draw samples from a trained diffusion run.
+"""Command line: draw samples from a trained generator (a diffusion or a MaskGIT run).
 
   python -m jaxlab.sample --workdir=DIR [--step=N] --num=N [--sampler=NAME] [--steps=K]
       [--guidance=W] [--eta=E] [--ema] [--seed=S] [--batch=B] [--out=DIR]
 
-Loads the checkpoint (latest, or --step; --ema for the weight average), samples on all devices
-(each batch split over the mesh's data axes, one compiled loop per batch, a progress bar over
-the batches) and writes OUT/samples.npz (`images` uint8 NHWC, `labels`; label = number of classes
-for unconditional samples) and OUT/grid.png; a latent diffusion run's samples are latents that
-its frozen autoencoder decodes to images first. Class-conditional runs draw the classes in turn
-(sample i has class i mod C) and the grid has one column per class. --sampler, --steps and
---guidance default to the run's config.task (sampler, sample_steps, guidance). Bad input ends
+Loads the checkpoint (latest, or --step; --ema for the weight average) with the config it
+recorded, samples on all devices (each batch split over the mesh's data axes, one compiled loop
+per batch, a progress bar over the batches) and writes OUT/samples.npz (`images` uint8 NHWC,
+`labels`; label = number of classes for unconditional samples) and OUT/grid.png.
+Class-conditional runs draw the classes in turn (sample i has class i mod C) and the grid has one
+column per class.
+
+- Diffusion: --sampler (ddpm, ddim, euler, heun, dpmpp_2m), --steps and --guidance default to the
+  run's config.task (sampler, sample_steps, guidance); a latent diffusion run's samples are
+  latents that its frozen autoencoder decodes to images first.
+- MaskGIT: --steps are decoding steps (default config.task.sampling.steps); the frozen tokenizer
+  decodes the sampled codes.
+--guidance W is classifier-free guidance uncond + W·(cond − uncond); 1 = none. Bad input ends
 with one line `error: ...` and exit status 2.
 """
 
@@ -17,19 +23,20 @@ from __future__ import annotations
 
 import math
 import pathlib
-import sys
 import time
 
 import numpy as np
 from absl import app, flags
+
+from jaxlab.cli import fail
 
 # allow_override: the CLIs share flag names (workdir, step, out, ...) and tests import several of
 # them into one process; only the module run as __main__ parses its flags.
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (or a checkpoints/ directory).", allow_override=True)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", allow_override=True)
 _NUM = flags.DEFINE_integer("num", 64, "Number of samples.", allow_override=True)
-_SAMPLER = flags.DEFINE_string("sampler", None, "ddpm, ddim, euler, heun or dpmpp_2m (default: the config's).", allow_override=True)
-_STEPS = flags.DEFINE_integer("steps", None, "Sampler steps (default: the config's sample_steps).", allow_override=True)
+_SAMPLER = flags.DEFINE_string("sampler", None, "ddpm, ddim, euler, heun or dpmpp_2m for diffusion runs, maskgit for MaskGIT runs (default: the config's).", allow_override=True)
+_STEPS = flags.DEFINE_integer("steps", None, "Sampler steps, or MaskGIT decoding steps (default: the config's).", allow_override=True)
 _GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale; 1 = none (default: the config's).", allow_override=True)
 _ETA = flags.DEFINE_float("eta", 0.0, "DDIM's eta (0: deterministic).", allow_override=True)
 _EMA = flags.DEFINE_bool("ema", False, "Sample with the weight average (ema/sema/swa) of the run.", allow_override=True)
@@ -67,32 +74,9 @@ def write_png(path: pathlib.Path, image: np.ndarray) -> None:
   path.write_bytes(tf.io.encode_png(image).numpy())
 
 
-def sample_run(workdir, *, num: int, sampler: str | None = None, steps: int | None = None,
-               guidance: float | None = None, eta: float = 0.0, ema: bool = False, step: int | None = None,
-               seed: int = 0, batch: int = 256, progress: bool = True) -> dict:
-  """Samples from a run; returns {'images' uint8, 'samples' float32, 'labels', 'nfe', 'seconds', ...}."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-
-  from jaxlab import diffusion, sharding  # pylint: disable=import-outside-toplevel
-  from jaxlab.restore import restore_run  # pylint: disable=import-outside-toplevel
-  from jaxlab.stages import InitFromError  # pylint: disable=import-outside-toplevel
-  from jaxlab.tasks.diffusion import Diffusion  # pylint: disable=import-outside-toplevel
-
-  if num <= 0 or batch <= 0:
-    raise SampleError(f"--num and --batch must be positive, got {num} and {batch}")
-  if sampler is not None and sampler not in diffusion.SAMPLERS:  # before the (slow) restore
-    raise SampleError(f"unknown sampler '{sampler}'; valid: {', '.join(diffusion.SAMPLERS)}")
-  if eta != 0.0 and sampler not in (None, "ddim"):
-    raise SampleError(f"--eta is DDIM's; sampler '{sampler}' takes none")
-  try:
-    run = restore_run(workdir, step, ema)
-  except (InitFromError, ValueError) as e:
-    raise SampleError(str(e).splitlines()[0]) from None
-  task, cfg = run.setup.task, run.config.task
-  if not isinstance(task, Diffusion):
-    raise SampleError(f"{run.checkpoint} is a '{cfg.name}' run, not a diffusion run")
+def _diffusion_sampler(task, cfg, sampler, steps, guidance, eta, num_classes):
+  """(draw(model, labels, key, null_label), info) for a diffusion run."""
+  from jaxlab import diffusion  # pylint: disable=import-outside-toplevel
   sampler = sampler or cfg.sampler
   steps = steps or cfg.sample_steps
   guidance = cfg.guidance if guidance is None else guidance
@@ -102,7 +86,6 @@ def sample_run(workdir, *, num: int, sampler: str | None = None, steps: int | No
     raise SampleError(f"unknown sampler '{sampler}'; valid: {', '.join(diffusion.SAMPLERS)}")
   if eta != 0.0 and sampler != "ddim":
     raise SampleError(f"--eta is DDIM's; sampler '{sampler}' takes none")
-  num_classes = run.setup.info.num_classes if task.conditional else 0
   if guidance != 1.0 and not num_classes:
     raise SampleError("--guidance needs a class-conditional run; this one is unconditional (use --guidance=1)")
   try:
@@ -110,6 +93,71 @@ def sample_run(workdir, *, num: int, sampler: str | None = None, steps: int | No
     solver = diffusion.create_sampler(sampler, grid, **({"eta": eta} if sampler == "ddim" else {}))
   except ValueError as e:
     raise SampleError(str(e)) from None
+
+  def draw(model, labels, key, shape, null_label):
+    # Images: a latent diffusion run's samples come back decoded by its frozen autoencoder.
+    return task.generate(model, solver, labels, key, shape, guidance=guidance, null_label=null_label)
+  return draw, {"sampler": sampler, "steps": steps, "guidance": guidance, "nfe": solver.nfe}
+
+
+def _token_sampler(task, cfg, sampler, steps, guidance, eta):
+  """(draw, info) for a generator over tokenizer codes (MaskGIT): parallel iterative decoding."""
+  if sampler not in (None, "maskgit"):
+    raise SampleError(f"a '{cfg.name}' run decodes with 'maskgit'; --sampler={sampler} is for diffusion runs")
+  if eta != 0.0:
+    raise SampleError(f"--eta is DDIM's; a '{cfg.name}' run takes none")
+  steps = steps or cfg.sampling.get("steps", 8)
+  # --guidance uses the diffusion convention, uncond + W·(cond − uncond) (1 = none); MaskGIT's
+  # guidance_scale s is the same with W = 1 + s.
+  guidance = 1.0 + cfg.sampling.get("guidance_scale", 0.0) if guidance is None else guidance
+  if steps <= 0:
+    raise SampleError(f"--steps must be positive, got {steps}")
+
+  def draw(model, labels, key, shape, null_label):
+    del shape, null_label
+    return task.sample(model, labels, key, steps=steps, guidance_scale=guidance - 1.0)
+  # One transformer pass per decoding step (the guided pass is batched with it).
+  return draw, {"sampler": "maskgit", "steps": steps, "guidance": guidance, "nfe": steps}
+
+
+def sample_run(workdir, *, num: int, sampler: str | None = None, steps: int | None = None,
+               guidance: float | None = None, eta: float = 0.0, ema: bool = False, step: int | None = None,
+               seed: int = 0, batch: int = 256, progress: bool = True) -> dict:
+  """Samples from a diffusion or MaskGIT run.
+
+  Returns {'images' uint8, 'samples' float32, 'labels', 'num_classes', 'nfe', 'sampler', 'steps',
+  'guidance', 'seconds', 'checkpoint'}. For MaskGIT `steps` are decoding steps and `sampler` must
+  be None or 'maskgit'.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+
+  from jaxlab import diffusion, sharding  # pylint: disable=import-outside-toplevel
+  from jaxlab.restore import restore_run  # pylint: disable=import-outside-toplevel
+  from jaxlab.stages import InitFromError  # pylint: disable=import-outside-toplevel
+  from jaxlab.tasks.diffusion import Diffusion  # pylint: disable=import-outside-toplevel
+
+  valid_samplers = (*diffusion.SAMPLERS, "maskgit")
+  if num <= 0 or batch <= 0:
+    raise SampleError(f"--num and --batch must be positive, got {num} and {batch}")
+  if sampler is not None and sampler not in valid_samplers:  # before the (slow) restore
+    raise SampleError(f"unknown sampler '{sampler}'; valid: {', '.join(valid_samplers)}")
+  if eta != 0.0 and sampler not in (None, "ddim"):
+    raise SampleError(f"--eta is DDIM's; sampler '{sampler}' takes none")
+  try:
+    run = restore_run(workdir, step, ema)
+  except (InitFromError, ValueError) as e:
+    raise SampleError(str(e).splitlines()[0]) from None
+  task, cfg = run.setup.task, run.config.task
+  if isinstance(task, Diffusion):
+    num_classes = run.setup.info.num_classes if task.conditional else 0
+    draw, info = _diffusion_sampler(task, cfg, sampler, steps, guidance, eta, num_classes)
+  elif hasattr(task, "sample"):
+    num_classes = run.setup.info.num_classes
+    draw, info = _token_sampler(task, cfg, sampler, steps, guidance, eta)
+  else:
+    raise SampleError(f"{run.checkpoint} is a '{cfg.name}' run; sampling needs a diffusion or maskgit run")
 
   mesh, setup = run.setup.mesh, run.setup
   data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -120,9 +168,7 @@ def sample_run(workdir, *, num: int, sampler: str | None = None, steps: int | No
 
   def sample_batch(params, model_state, labels, key):
     model = setup.graph.merge(params, model_state, train=False)
-    # Images: a latent diffusion run's samples come back decoded by its frozen autoencoder.
-    return task.generate(model, solver, labels, key, shape, guidance=guidance,
-                         null_label=null if num_classes else None)
+    return draw(model, labels, key, shape, null if num_classes else None)
 
   replicated = sharding.replicated(mesh)
   batch_sharding = sharding.batch_sharding(mesh)
@@ -144,18 +190,15 @@ def sample_run(workdir, *, num: int, sampler: str | None = None, steps: int | No
   ds = run.config.dataset
   return {"samples": samples, "images": to_uint8(samples, ds.mean, ds.std),
           "labels": np.where(num_classes > 0, labels, null).astype(np.int32), "num_classes": num_classes,
-          "nfe": solver.nfe, "sampler": sampler, "steps": steps, "guidance": guidance,
-          "seconds": seconds, "checkpoint": str(run.checkpoint)}
+          **info, "seconds": seconds, "checkpoint": str(run.checkpoint)}
 
 
 def main(argv):
   if len(argv) > 1:
-    print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
-    sys.exit(2)
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
   if not _WORKDIR.value:
-    print("error: usage: python -m jaxlab.sample --workdir=DIR [--step=N] --num=N [--sampler=NAME] "
-          "[--steps=K] [--guidance=W] [--ema] [--out=DIR]", file=sys.stderr)
-    sys.exit(2)
+    fail("usage: python -m jaxlab.sample --workdir=DIR [--step=N] --num=N [--sampler=NAME] "
+         "[--steps=K] [--guidance=W] [--ema] [--out=DIR]")
   from absl import logging  # pylint: disable=import-outside-toplevel
   if not flags.FLAGS["verbosity"].present:  # Orbax notes every read-only checkpoint it opens
     logging.set_verbosity(logging.ERROR)
@@ -164,8 +207,7 @@ def main(argv):
                         guidance=_GUIDANCE.value, eta=_ETA.value, ema=_EMA.value, step=_STEP.value,
                         seed=_SEED.value, batch=_BATCH.value)
   except SampleError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    fail(str(e))
   out = pathlib.Path(_OUT.value or pathlib.Path(_WORKDIR.value) / "samples")
   out.mkdir(parents=True, exist_ok=True)
   np.savez_compressed(out / "samples.npz", images=result["images"], labels=result["labels"])

@@ -6,10 +6,10 @@ Bad input (unknown key, bad value, a mesh that does not fit, an unknown name) en
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from jaxlab.cli import fail, parse_config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, path[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
@@ -21,32 +21,11 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..num_processes-1.")
 
 
-def _fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, with config errors as one line instead of a traceback."""
-  from jaxlab import config as config_lib  # pylint: disable=import-outside-toplevel
-
-  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-  try:
-    if spec is not None:
-      config_lib.check_override_keys(config_lib.load_config_file(spec), argv)
-    return flags.FLAGS(argv)
-  except config_lib.ConfigError as e:
-    _fail(str(e))
-  except flags.Error as e:
-    _fail(str(e).splitlines()[0])
-  return []
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
   if _CONFIG.value is None or not _WORKDIR.value:
-    _fail("both --config=FILE.py[:ARG] and --workdir=DIR are required")
+    fail("both --config=FILE.py[:ARG] and --workdir=DIR are required")
 
   if not flags.FLAGS["verbosity"].present:  # Orbax logs every file it writes at INFO
     logging.set_verbosity(logging.WARNING)
@@ -63,14 +42,13 @@ def main(argv: list[str]) -> None:
   try:
     config_lib.validate(config, jax.device_count(), jax.process_count())
   except config_lib.ConfigError as e:
-    _fail(str(e))
+    fail(str(e))
   try:
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
   except (config_lib.ConfigError, stages.InitFromError, WorkdirError, CheckpointError) as e:  # one line
-    _fail(str(e))
+    fail(str(e))
   except trainer.NonFiniteError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    fail(str(e), status=1)
   except Preempted as e:
     if jax.process_index() == 0:
       print(e)
@@ -86,4 +64,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=parse_config_flags)

@@ -9,12 +9,12 @@
 #
 # Prints, on the test split: each tokenizer's PSNR/SSIM, codebook usage and FD-small_cnn between
 # the test digits and their reconstructions (an rFID-style number with the quick-start classifier's
-# features, trained here too; not FID); MaskGIT's masked-code accuracy; the latent diffusion
-# samples' accuracy under that classifier; where the sample PNGs are; and the wall time of each
-# stage. Measured on an idle 2-core CPU (2026-11-23): 903 s in all (tokenizers 79 + 68 s,
+# features, trained here too; not FID); MaskGIT's masked-code accuracy; both generators' samples'
+# accuracy under that classifier; where the sample grids are; and the wall time of each stage. Measured on an idle 2-core CPU (2026-11-23): 903 s in all (tokenizers 79 + 68 s,
 # classifier 33, MaskGIT 235, latent diffusion 476, scoring 12; ~29 min when the machine was shared,
 # load 5-9). Printed: PSNR 22.83 dB, codebook usage 99.8% (78.5% without restarts), MaskGIT
-# masked-code accuracy 0.141, latent-diffusion samples classified 1.00; details in
+# masked-code accuracy 0.141, latent-diffusion samples classified 1.00 (MaskGIT's samples, scored
+# later from the same run's checkpoint: 0.97); details in
 # configs/tokenizer_digits.py, configs/maskgit_digits.py and configs/latent_diffusion_digits.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,8 +44,9 @@ lap "classifier"
 echo "== stage 2: MaskGIT on the frozen tokenizer -> $WORKDIR/maskgit"
 python -m jaxlab.train --config=configs/maskgit_digits.py:"$WORKDIR/tokenizer" \
   --workdir="$WORKDIR/maskgit" $(every "$MASKGIT_STEPS")
-python -m jaxlab.generate --config=configs/maskgit_digits.py:"$WORKDIR/tokenizer" \
-  --workdir="$WORKDIR/maskgit" --out="$WORKDIR/samples"
+python -m jaxlab.sample --workdir="$WORKDIR/maskgit" --num=100 --out="$WORKDIR/samples"
+python -m jaxlab.metrics.sample_quality --samples="$WORKDIR/samples/samples.npz" \
+  --classifier="$WORKDIR/classifier" --json="$WORKDIR/samples/scores.json" > /dev/null
 lap "maskgit"
 
 echo "== stage 2: latent diffusion (U-Net) on the frozen tokenizer's latents -> $WORKDIR/latent_diffusion"
@@ -94,13 +95,17 @@ for run in ("tokenizer", "tokenizer_no_restart"):
   print(f"{run:22s} PSNR {r['eval/psnr']:.2f} dB  SSIM {r['eval/ssim']:.3f}  "
         f"codebook usage {100 * r['eval/codebook_usage']:.1f}%  perplexity {r['eval/codebook_perplexity']:.1f}  "
         f"{fd_name}(test, reconstructions) {fd:.3f}")
+def sample_scores(samples):
+  scores = json.loads((root / samples / "scores.json").read_text())
+  fd_key = next(k for k in scores if k.startswith(("FD-", "FID")) and not k.endswith("_std"))
+  return f"100 samples: {classifier.name} accuracy {scores['accuracy']:.2f}, {fd_key} vs train {scores[fd_key]:.3f}"
+
 r = last_eval("maskgit")
-print(f"{'maskgit':22s} masked-code accuracy {r['eval/masked_accuracy']:.3f}  loss {r['eval/loss']:.3f}")
+print(f"{'maskgit':22s} masked-code accuracy {r['eval/masked_accuracy']:.3f}  loss {r['eval/loss']:.3f}  "
+      f"{sample_scores('samples')}")
 r = last_eval("latent_diffusion")
-scores = json.loads((root / "latent_samples" / "scores.json").read_text())
-fd_key = next(k for k in scores if k.startswith(("FD-", "FID")) and not k.endswith("_std"))
-print(f"{'latent_diffusion':22s} eval loss {r['eval/loss']:.3f} (EMA {r['eval_ema/loss']:.3f})  100 samples: "
-      f"{classifier.name} accuracy {scores['accuracy']:.2f}, {fd_key} vs train {scores[fd_key]:.3f}")
+print(f"{'latent_diffusion':22s} eval loss {r['eval/loss']:.3f} (EMA {r['eval_ema/loss']:.3f})  "
+      f"{sample_scores('latent_samples')}")
 print(f"samples: {root / 'samples' / 'grid.png'} (MaskGIT), {root / 'latent_samples' / 'grid.png'} (latent diffusion)")
 PY
 lap "results"

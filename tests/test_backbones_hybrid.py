@@ -71,7 +71,8 @@ def _host_values(abstract, seed=0):
   rng = np.random.default_rng(seed)
   flat = []
   for path, var in nnx.to_flat_state(state):
-    shape, dtype = var.value.shape, var.value.dtype
+    value = var.get_value()
+    shape, dtype = value.shape, value.dtype
     if issubclass(var.type, nnx.RngKey):
       value = jax.random.key(seed + len(flat))
     elif issubclass(var.type, nnx.RngCount):
@@ -130,7 +131,7 @@ def test_train_and_eval_modes(name):
   # Train mode differs: batch statistics (MogaNet, UniRepLKNet) and drop path (all three).
   assert not np.allclose(train, eval_a, atol=1e-4)
   if name != "transnext_tiny":  # BatchNorm running statistics moved towards the batch's
-    moved = [not np.allclose(a.value, b.value) for (path, a), (_, b) in zip(
+    moved = [not np.allclose(a[...], b[...]) for (path, a), (_, b) in zip(
         nnx.to_flat_state(nnx.state(model, nnx.BatchStat)),
         nnx.to_flat_state(nnx.state(before, nnx.BatchStat))) if path[-1] == "mean"]
     assert moved and all(moved)
@@ -180,7 +181,7 @@ def test_aggregated_attention_gradients_reach_every_parameter():
     return jax.grad(lambda p: jnp.sum(jnp.sin(nnx.merge(graph, p)(x, 8, 8))))(params)
 
   for path, grad in nnx.to_flat_state(grads(params)):
-    assert np.abs(np.asarray(grad.value)).max() > 0, path
+    assert np.abs(np.asarray(grad[...])).max() > 0, path
 
 
 def test_dilated_reparam_block_equals_its_merged_large_kernel():
@@ -194,17 +195,17 @@ def test_dilated_reparam_block_equals_its_merged_large_kernel():
   rng = np.random.default_rng(0)
   for _, bn in nnx.iter_graph(block):
     if isinstance(bn, nnx.BatchNorm):
-      bn.mean.value = jnp.asarray(rng.normal(size=channels), jnp.float32)
-      bn.var.value = jnp.asarray(rng.uniform(0.5, 2.0, size=channels), jnp.float32)
-      bn.scale.value = jnp.asarray(rng.normal(size=channels), jnp.float32)
-      bn.bias.value = jnp.asarray(rng.normal(size=channels), jnp.float32)
+      bn.mean[...] = jnp.asarray(rng.normal(size=channels), jnp.float32)
+      bn.var[...] = jnp.asarray(rng.uniform(0.5, 2.0, size=channels), jnp.float32)
+      bn.scale[...] = jnp.asarray(rng.normal(size=channels), jnp.float32)
+      bn.bias[...] = jnp.asarray(rng.normal(size=channels), jnp.float32)
   block.eval()
   x = jnp.asarray(rng.normal(size=(2, 15, 15, channels)), jnp.float32)
 
   def fused(conv, bn):
-    std = np.sqrt(np.asarray(bn.var.value) + bn.epsilon)
-    factor = np.asarray(bn.scale.value) / std
-    return np.asarray(conv.kernel.value) * factor, np.asarray(bn.bias.value) - np.asarray(bn.mean.value) * factor
+    std = np.sqrt(np.asarray(bn.var[...]) + bn.epsilon)
+    factor = np.asarray(bn.scale[...]) / std
+    return np.asarray(conv.kernel[...]) * factor, np.asarray(bn.bias[...]) - np.asarray(bn.mean[...]) * factor
 
   kernel, bias = fused(block.lk_origin, block.origin_bn)
   for k, r in block.branches:

@@ -12,7 +12,7 @@ from flax import nnx
 from jaxlab import data, models, tasks, trainer
 from jaxlab.checkpoint import Checkpointer
 from jaxlab.config import load_config_file, validate
-from jaxlab.generate import to_uint8, write_pngs
+from jaxlab.sample import SampleError, sample_run
 from jaxlab.state import ModelGraph
 
 
@@ -135,22 +135,25 @@ def _flat_metadata(tree, prefix=""):
       yield path
 
 
-def test_maskgit_samples_are_written(maskgit_run, tmp_path):
+def test_maskgit_samples_come_from_the_sampling_entry(maskgit_run):
+  """`jaxlab.sample` (what `python -m jaxlab.sample` calls) samples MaskGIT runs as it samples
+  diffusion runs: the classes in turn, the run's decoding settings unless overridden."""
   workdir, config, _ = maskgit_run
-  setup = trainer.build(config)
-  state = restore(workdir, config, 2)
-  labels = jnp.repeat(jnp.arange(10), 2)
-
-  @jax.jit
-  def sample(state, rng):
-    model = setup.graph.merge(state.params, state.model_state, train=False)
-    return setup.task.sample(model, labels, rng)
-
-  images = sample(state, jax.random.key(0))
-  assert images.shape == (20, 8, 8, 1) and bool(jnp.isfinite(images).all())
-  grid = write_pngs(to_uint8(images, config.dataset.mean, config.dataset.std), np.asarray(labels),
-                    tmp_path, per_class=2)
-  assert grid.is_file() and len(list(tmp_path.glob("*_*.png"))) == 20
+  kw = {"num": 12, "batch": 8, "progress": False}
+  a = sample_run(workdir, **kw)
+  assert a["images"].shape == (12, 8, 8, 1) and a["images"].dtype == np.uint8
+  assert np.isfinite(a["samples"]).all() and a["images"].std() > 0
+  assert a["labels"].tolist() == [i % 10 for i in range(12)] and a["num_classes"] == 10
+  assert a["sampler"] == "maskgit" and a["steps"] == a["nfe"] == config.task.sampling.steps
+  assert a["guidance"] == 1.0 + config.task.sampling.guidance_scale
+  np.testing.assert_array_equal(sample_run(workdir, **kw)["images"], a["images"])  # same seed
+  b = sample_run(workdir, steps=2, guidance=3.0, seed=1, **kw)
+  assert (b["steps"], b["nfe"], b["guidance"]) == (2, 2, 3.0)
+  assert not np.array_equal(b["images"], a["images"])
+  with pytest.raises(SampleError, match="decodes with 'maskgit'; --sampler=heun is for diffusion runs"):
+    sample_run(workdir, num=4, sampler="heun")
+  with pytest.raises(SampleError, match="--eta is DDIM's; a 'maskgit' run takes none"):
+    sample_run(workdir, num=4, eta=0.5)
 
 
 @pytest.mark.parametrize("spec, image_shape, num_classes, code_count", [

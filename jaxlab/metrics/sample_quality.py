@@ -16,10 +16,11 @@ InceptionV3 pool3 features. The reference images are the TFDS split --reference=
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 from absl import app, flags
+
+from jaxlab.cli import fail
 
 # allow_override: the CLIs share flag names (workdir, step, out, ...) and tests import several of
 # them into one process; only the module run as __main__ parses its flags.
@@ -77,13 +78,10 @@ def load_reference(spec: str, data_dir: str | None = None) -> np.ndarray:
 
 def main(argv):
   if len(argv) > 1 or not _SAMPLES.value or not (_CLASSIFIER.value or _INCEPTION.value):
-    print("error: usage: python -m jaxlab.metrics.sample_quality --samples=FILE.npz [--classifier=WORKDIR] "
-          "[--inception=WEIGHTS --reference=DATASET[:SPLIT]]", file=sys.stderr)
-    sys.exit(2)
+    fail("usage: python -m jaxlab.metrics.sample_quality --samples=FILE.npz [--classifier=WORKDIR] "
+         "[--inception=WEIGHTS --reference=DATASET[:SPLIT]]")
   if not _CLASSIFIER.value and not _REFERENCE.value:
-    print("error: --inception without --classifier needs --reference=DATASET[:SPLIT] (e.g. cifar10:train)",
-          file=sys.stderr)
-    sys.exit(2)
+    fail("--inception without --classifier needs --reference=DATASET[:SPLIT] (e.g. cifar10:train)")
   from jaxlab.metrics.features import ClassifierFeatures, InceptionFeatures  # pylint: disable=import-outside-toplevel
   from jaxlab.stages import InitFromError  # pylint: disable=import-outside-toplevel
   try:
@@ -97,8 +95,7 @@ def main(argv):
       reference_name = f"{ds.name}:{ds.train_split}"
       reference = load_reference(reference_name, ds.data_dir)
   except (OSError, InitFromError, ValueError) as e:
-    print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
-    sys.exit(2)
+    fail(str(e).splitlines()[0])
   result = score(data["images"], data["labels"], classifier, reference, inception=inception)
   if "accuracy" in result:
     print("per-class accuracy: " + "  ".join(f"{c}: {a:.2f}" for c, a in result["accuracy_per_class"].items()))

@@ -131,4 +131,4 @@ class LayerScale(nnx.Module):
             jax.random.key(0), (dim,), param_dtype))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return x * self.gamma.value.astype(x.dtype)
+    return x * self.gamma[...].astype(x.dtype)

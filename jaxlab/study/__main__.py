@@ -7,42 +7,21 @@ with one line `error: ...` and exit status 2.
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from jaxlab.cli import fail, parse_config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config file, path[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for tables, checkpoints and the report.")
 _REPORT = flags.DEFINE_bool("report", True, "Write report.md and its figures at the end.")
 
 
-def _fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, with a bad config file or override key as one line instead of a traceback."""
-  from jaxlab import config as config_lib  # pylint: disable=import-outside-toplevel
-
-  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-  try:
-    if spec is not None:
-      config_lib.check_override_keys(config_lib.load_config_file(spec), argv)
-    return flags.FLAGS(argv)
-  except config_lib.ConfigError as e:
-    _fail(str(e))
-  except flags.Error as e:
-    _fail(str(e).splitlines()[0])
-  return []
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
   if _CONFIG.value is None or not _WORKDIR.value:
-    _fail("both --config=FILE.py[:ARG] and --workdir=DIR are required")
+    fail("both --config=FILE.py[:ARG] and --workdir=DIR are required")
   if not flags.FLAGS["verbosity"].present:  # Orbax logs every file it writes at INFO
     logging.set_verbosity(logging.WARNING)
   from jaxlab.config import ConfigError  # pylint: disable=import-outside-toplevel
@@ -52,11 +31,11 @@ def main(argv: list[str]) -> None:
   try:
     rows = runner.run_study(_CONFIG.value, _WORKDIR.value)
   except (ConfigError, WorkdirError) as e:
-    _fail(str(e))
+    fail(str(e))
   print(f"results: {len(rows)} cells in {_WORKDIR.value}/results.csv")
   if _REPORT.value:
     print(f"report: {report.build(_WORKDIR.value)}")
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=parse_config_flags)

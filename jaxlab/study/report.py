@@ -14,7 +14,6 @@ import json
 import math
 import pathlib
 import shutil
-import sys
 
 from jaxlab.study import analysis, plots, results, spectra
 
@@ -127,18 +126,17 @@ def build(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,
 
 def main(argv: list[str]) -> None:
   from absl import flags  # pylint: disable=import-outside-toplevel
+
+  from jaxlab.cli import fail  # pylint: disable=import-outside-toplevel
   if len(argv) > 1:
-    print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
-    sys.exit(2)
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
   values = flags.FLAGS
   if not values.workdir:
-    print("error: --workdir=DIR is required", file=sys.stderr)
-    sys.exit(2)
+    fail("--workdir=DIR is required")
   try:
     path = build(values.workdir, values.out, values.metric)
   except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    fail(str(e))
   print(f"report: {path}")
 
 

@@ -137,8 +137,11 @@ class MaskGIT:
     mask = batch["mask"].astype(jnp.float32)
     return {"loss": (loss * mask).sum(), "masked_accuracy": (accuracy * mask).sum(), "count": mask.sum()}
 
-  def sample(self, model: MaskGITModel, labels: jax.Array, rng: jax.Array) -> jax.Array:
-    """Images (B, H, W, C) in the tokenizer's range for class labels (B,); model in eval mode."""
-    options = {**default_config().sampling.to_dict(), **self.sampling}
+  def sample(self, model: MaskGITModel, labels: jax.Array, rng: jax.Array, **overrides) -> jax.Array:
+    """Images (B, H, W, C) in the tokenizer's range for class labels (B,); model in eval mode.
+
+    `overrides` replace entries of config.task.sampling (steps, temperature, guidance_scale, ...).
+    """
+    options = {**default_config().sampling.to_dict(), **self.sampling, **overrides}
     codes = maskgit.decode(model.transformer, labels, rng, **options)
     return model.images(codes)

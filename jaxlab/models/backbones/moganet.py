@@ -72,7 +72,7 @@ class ElementScale(nnx.Module):
                                                  (axes.CONV_OUT,))(jax.random.key(0), (dim,), param_dtype))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return x * self.scale.value.astype(x.dtype)
+    return x * self.scale[...].astype(x.dtype)
 
 
 class MultiOrderDWConv(nnx.Module):
@@ -153,8 +153,8 @@ class MogaBlock(nnx.Module):
     self.drop_path = layers.DropPath(drop_path, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = x + self.drop_path(self.layer_scale_1.value.astype(x.dtype) * self.attn(self.norm1(x)))
-    return x + self.drop_path(self.layer_scale_2.value.astype(x.dtype) * self.mlp(self.norm2(x)))
+    x = x + self.drop_path(self.layer_scale_1[...].astype(x.dtype) * self.attn(self.norm1(x)))
+    return x + self.drop_path(self.layer_scale_2[...].astype(x.dtype) * self.mlp(self.norm2(x)))
 
 
 class StackConvPatchEmbed(nnx.Module):

@@ -146,8 +146,8 @@ class _AttentionParams(nnx.Module):
 
   def _scaled_queries(self, q: jax.Array, length_scale: jax.Array) -> jax.Array:
     """(normalize(q) + query_embedding) * softplus(temperature) * log(sequence length)."""
-    temperature = jax.nn.softplus(self.temperature.value.astype(jnp.float32))[:, None]
-    scaled = ((q.astype(jnp.float32) + self.query_embedding.value.astype(jnp.float32))
+    temperature = jax.nn.softplus(self.temperature[...].astype(jnp.float32))[:, None]
+    scaled = ((q.astype(jnp.float32) + self.query_embedding[...].astype(jnp.float32))
               * temperature * length_scale)
     return scaled.astype(q.dtype)
 
@@ -222,7 +222,7 @@ class AggregatedAttention(_AttentionParams):
 
     # Logits in float32: a masked softmax over local + pooled keys.
     attn_local = jnp.einsum("bnhd,bnkhd->bnhk", q, k_local, preferred_element_type=jnp.float32)
-    attn_local = attn_local + self.relative_pos_bias_local.value.astype(jnp.float32)
+    attn_local = attn_local + self.relative_pos_bias_local[...].astype(jnp.float32)
     attn_local = jnp.where(jnp.asarray(valid)[None, :, None, :], attn_local, -jnp.inf)
 
     kv_pool = self.kv(self._pooled(x, height, width)).reshape(b, pool_len, 2, heads, d)
@@ -234,8 +234,8 @@ class AggregatedAttention(_AttentionParams):
     attn = jax.nn.softmax(jnp.concatenate([attn_local, attn_pool], axis=-1), axis=-1)
     attn_local, attn_pool = attn[..., :WINDOW * WINDOW], attn[..., WINDOW * WINDOW:]
     # Query-dependent weights of the local values: q_norm . learnable_tokens + learnable_bias.
-    tokens = jnp.einsum("bnhd,hdk->bnhk", q_norm, self.learnable_tokens.value.astype(q_norm.dtype))
-    local_weights = (tokens + self.learnable_bias.value.astype(tokens.dtype)
+    tokens = jnp.einsum("bnhd,hdk->bnhk", q_norm, self.learnable_tokens[...].astype(q_norm.dtype))
+    local_weights = (tokens + self.learnable_bias[...].astype(tokens.dtype)
                      + attn_local.astype(tokens.dtype))
     y = (jnp.einsum("bnhk,bnkhd->bnhd", local_weights, v_local)
          + jnp.einsum("bnhp,bphd->bnhd", attn_pool.astype(v_pool.dtype), v_pool))

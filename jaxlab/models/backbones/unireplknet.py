@@ -121,7 +121,7 @@ class GRN(nnx.Module):
     # L2 norm over space per channel, divided by its mean over channels (eps as the original).
     g = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=(1, 2), keepdims=True))
     n = (g / (jnp.mean(g, axis=-1, keepdims=True) + 1e-6)).astype(x.dtype)
-    return (self.gamma.value.astype(x.dtype) * n + 1) * x + self.beta.value.astype(x.dtype)
+    return (self.gamma[...].astype(x.dtype) * n + 1) * x + self.beta[...].astype(x.dtype)
 
 
 class UniRepLKNetBlock(nnx.Module):
