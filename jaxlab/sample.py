@@ -75,7 +75,7 @@ def write_png(path: pathlib.Path, image: np.ndarray) -> None:
 
 
 def _diffusion_sampler(task, cfg, sampler, steps, guidance, eta, num_classes):
-  """(draw(model, labels, key, null_label), info) for a diffusion run."""
+  """(draw(model, labels, key, shape, null_label), info) for a diffusion run."""
   from jaxlab import diffusion  # pylint: disable=import-outside-toplevel
   sampler = sampler or cfg.sampler
   steps = steps or cfg.sample_steps
