@@ -106,10 +106,11 @@ def _token_sampler(task, cfg, sampler, steps, guidance, eta):
     raise SampleError(f"a '{cfg.name}' run decodes with 'maskgit'; --sampler={sampler} is for diffusion runs")
   if eta != 0.0:
     raise SampleError(f"--eta is DDIM's; a '{cfg.name}' run takes none")
-  steps = steps or cfg.sampling.get("steps", 8)
+  options = task.sampling_options
+  steps = steps or options["steps"]
   # --guidance uses the diffusion convention, uncond + W·(cond − uncond) (1 = none); MaskGIT's
   # guidance_scale s is the same with W = 1 + s.
-  guidance = 1.0 + cfg.sampling.get("guidance_scale", 0.0) if guidance is None else guidance
+  guidance = 1.0 + options["guidance_scale"] if guidance is None else guidance
   if steps <= 0:
     raise SampleError(f"--steps must be positive, got {steps}")
 

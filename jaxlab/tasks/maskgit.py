@@ -137,11 +137,15 @@ class MaskGIT:
     mask = batch["mask"].astype(jnp.float32)
     return {"loss": (loss * mask).sum(), "masked_accuracy": (accuracy * mask).sum(), "count": mask.sum()}
 
+  @property
+  def sampling_options(self) -> dict:
+    """config.task.sampling over its defaults: the keywords of maskgit.decode."""
+    return {**default_config().sampling.to_dict(), **self.sampling}
+
   def sample(self, model: MaskGITModel, labels: jax.Array, rng: jax.Array, **overrides) -> jax.Array:
     """Images (B, H, W, C) in the tokenizer's range for class labels (B,); model in eval mode.
 
-    `overrides` replace entries of config.task.sampling (steps, temperature, guidance_scale, ...).
+    `overrides` replace entries of sampling_options (steps, temperature, guidance_scale, ...).
     """
-    options = {**default_config().sampling.to_dict(), **self.sampling, **overrides}
-    codes = maskgit.decode(model.transformer, labels, rng, **options)
+    codes = maskgit.decode(model.transformer, labels, rng, **{**self.sampling_options, **overrides})
     return model.images(codes)
