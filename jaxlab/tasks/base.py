@@ -23,6 +23,8 @@ import jax
 import ml_collections
 from flax import nnx
 
+from jaxlab import models
+
 Batch = dict[str, jax.Array]
 
 
@@ -51,3 +53,12 @@ def dataclass_from_config(cls, task_config: ml_collections.ConfigDict, task_name
     raise ValueError(f"unknown key(s) {', '.join(unknown)} for task '{task_name}'; valid: "
                      f"{', '.join(sorted(known))}")
   return cls(**{k: plain(task_config[k]) for k in known if k in task_config})
+
+
+def stage1_model(model_config: dict, info: Any, rngs: nnx.Rngs, dtype) -> nnx.Module:
+  """The stage-1 model (a tokenizer, an autoencoder) a stage-2 task holds frozen, built from that
+  run's `config.model`; its weights come from the run by init_from. Input channels default to the
+  dataset's."""
+  kwargs = {k: plain(v) for k, v in model_config.items()}
+  kwargs.setdefault("in_channels", info.image_shape[-1])
+  return models.create(kwargs.pop("name"), num_classes=info.num_classes, rngs=rngs, dtype=dtype, **kwargs)

@@ -38,7 +38,7 @@ from jaxlab.diffusion.config import check_diffusion_config
 from jaxlab.diffusion.generate import generate
 from jaxlab.diffusion.latent import LatentDiffusionModel, latent_shape
 from jaxlab.diffusion.samplers import Sampler
-from jaxlab.tasks.base import plain
+from jaxlab.tasks.base import plain, stage1_model
 
 # Fixed noise for `evaluate`: the same for every checkpoint, so their numbers compare.
 _EVAL_NOISE_SEED = 0
@@ -73,11 +73,8 @@ class Diffusion:
         raise config_lib.ConfigError(
             "latent diffusion: set config.optim.averaging.average_model_state=False (an average of "
             "the model state would hold a second copy of the frozen autoencoder)")
-      ae_kwargs = dict(self.autoencoder)
-      ae_name = ae_kwargs.pop("name")
-      ae_kwargs.setdefault("in_channels", shape[-1])
-      autoencoder = models.create(ae_name, num_classes=info.num_classes, rngs=rngs, dtype=dtype, **ae_kwargs)
-      shape = latent_shape(autoencoder, info.image_shape, ae_name)
+      autoencoder = stage1_model(self.autoencoder, info, rngs, dtype)
+      shape = latent_shape(autoencoder, info.image_shape, self.autoencoder["name"])
     kwargs = {k: v for k, v in config.model.items() if k != "name"}
     kwargs.setdefault("in_channels", shape[-1])
     kwargs.setdefault("img_size", shape[0])

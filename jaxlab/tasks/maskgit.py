@@ -30,7 +30,7 @@ from flax import nnx
 from jaxlab import models
 from jaxlab.models.vq import maskgit
 from jaxlab.models.vq.frozen import eval_view, freeze
-from jaxlab.tasks.base import dataclass_from_config, plain
+from jaxlab.tasks.base import dataclass_from_config, stage1_model
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -86,9 +86,7 @@ class MaskGIT:
 
   def init(self, config, info, rngs: nnx.Rngs) -> nnx.Module:
     dtype = jnp.dtype(config.compute_dtype)
-    tok = {k: plain(v) for k, v in self.tokenizer.items()}
-    tok.setdefault("in_channels", info.image_shape[-1])
-    tokenizer = models.create(tok.pop("name"), num_classes=info.num_classes, rngs=rngs, dtype=dtype, **tok)
+    tokenizer = stage1_model(self.tokenizer, info, rngs, dtype)
     code_shape = tuple(tokenizer.code_shape(info.image_shape))
     if getattr(tokenizer.quantizer, "codebook_sizes", None) is not None:
       raise ValueError("maskgit models one code per position; a residual quantizer's stacked codes "
