@@ -68,7 +68,7 @@ def layer_curves(rows: list[dict], diagnostics: list[dict], path: pathlib.Path,
   best = analysis.best_cells(rows, metric)
   measures = (("alpha", "power-law alpha"), ("entropy", "spectral entropy"), ("norm", "L2 norm"))
   fig, axes = _figure(len(measures), len(backbones), squeeze=False,
-                           figsize=(3.4 * len(backbones) + 0.6, 2.4 * len(measures) + 0.6))
+                      figsize=(3.4 * len(backbones) + 0.6, 2.4 * len(measures) + 0.6))
   from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
   colors = colormaps["tab10"]
   for column, backbone in enumerate(backbones):
