@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxlab import diffusion, trainer
+from jaxlab import trainer
 from jaxlab.config import validate
 from timing import compile_seconds, median_seconds, train_step_seconds
 
@@ -33,24 +33,21 @@ _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 50, "Timed training steps (5 
 
 
 def sampling(setup, params, model_state, batch: int, name: str, steps: int, guidance: float) -> None:
-  task = setup.task
-  sampler = diffusion.create_sampler(name, task.formulation.grid(steps))
-  num_classes = setup.info.num_classes if task.conditional else 0
-  labels = jnp.asarray(np.arange(batch) % max(num_classes, 1), jnp.int32)
-  guidance = guidance if num_classes else 1.0
+  sampling = setup.task.sampling(setup.info, sampler=name, steps=steps,
+                                 guidance=guidance if setup.task.conditional else 1.0)
+  guidance, nfe = sampling.summary["guidance"], sampling.summary["nfe"]
+  labels = jnp.asarray(np.arange(batch) % setup.info.num_classes, jnp.int32)
 
   @jax.jit
   def run(params, model_state, labels, key):
-    net = setup.graph.merge(params, model_state, train=False)
-    return diffusion.generate(net, task.formulation, sampler, labels, key, setup.info.image_shape,
-                              guidance=guidance, null_label=num_classes if num_classes else None)
+    return sampling.draw(setup.graph.merge(params, model_state, train=False), labels, key)
 
   key = jax.random.PRNGKey(0)
   compile_s = compile_seconds(lambda: run(params, model_state, labels, key))
   seconds = median_seconds(lambda: run(params, model_state, labels, key), 3, windows=3)
-  print(f"sample {name:9s} steps {steps:3d}  NFE {sampler.nfe:3d}  guidance {guidance:g}  batch {batch}  "
+  print(f"sample {name:9s} steps {steps:3d}  NFE {nfe:3d}  guidance {guidance:g}  batch {batch}  "
         f"compile {compile_s:5.1f} s  {batch / seconds:8.1f} images/s  "
-        f"({batch * sampler.nfe * (2 if guidance != 1 else 1) / seconds:8.0f} network images/s)")
+        f"({batch * nfe * (2 if guidance != 1 else 1) / seconds:8.0f} network images/s)")
 
 
 def training(setup, config, steps: int) -> None:

@@ -39,11 +39,11 @@ def decode_throughput(config, batch: int) -> tuple[float, float]:
   setup = trainer.build(config)
   state = trainer.initial_state(setup)
   labels = jnp.arange(batch) % setup.info.num_classes
+  sampling = setup.task.sampling(setup.info)
 
   @jax.jit
   def sample(state, rng):
-    model = setup.graph.merge(state.params, state.model_state, train=False)
-    return setup.task.sample(model, labels, rng)
+    return sampling.draw(setup.graph.merge(state.params, state.model_state, train=False), labels, rng)
 
   compile_s = compile_seconds(lambda: sample(state, jax.random.PRNGKey(0)))
   keys = iter(jax.random.split(jax.random.PRNGKey(1), 1000))

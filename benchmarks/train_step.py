@@ -61,8 +61,8 @@ def handwritten(config, info, batch, steps, windows):
                         dtype=jnp.dtype(config.compute_dtype), **kwargs)
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  tx, _ = optim.build(config.optim, total_steps=config.total_steps or 1000,
-                      steps_per_epoch=max(1, info.num_train // config.batch_size))
+  tx = optim.build(config.optim, total_steps=config.total_steps or 1000,
+                   steps_per_epoch=max(1, info.num_train // config.batch_size)).tx
   opt_state = tx.init(params)
 
   def step(params, rest, opt_state, images, labels):

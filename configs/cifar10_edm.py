@@ -22,7 +22,7 @@ InceptionV3 weights file (downloaded once by the user; see README "FID vs FD-<ex
 import ml_collections
 
 from jaxlab.config import base_config
-from jaxlab.diffusion.config import diffusion_task_config
+from jaxlab import tasks
 
 BATCH = 512
 TRAIN_IMAGES = 200_000_000
@@ -34,7 +34,7 @@ def get_config(arg="uncond"):
   if arg not in ("cond", "uncond"):
     raise ValueError(f"configs/cifar10_edm.py takes cond or uncond, got '{arg}'")
   config = base_config()
-  config.task = diffusion_task_config()  # EDM
+  config.task = tasks.default_config("diffusion")  # EDM
   config.task.conditional = arg == "cond"
   config.task.label_dropout = 0.0  # EDM trains conditional models without dropping labels
   config.task.sampler, config.task.sample_steps, config.task.guidance = "heun", 18, 1.0

@@ -19,13 +19,13 @@ classifier labels 100% of them as the class they were drawn for (every class 1.0
 import ml_collections
 
 from jaxlab.config import base_config
-from jaxlab.diffusion.config import diffusion_task_config
+from jaxlab import tasks
 
 
 def get_config(arg=None):
   del arg
   config = base_config()
-  config.task = diffusion_task_config()  # EDM, class-conditional, 10% label dropout
+  config.task = tasks.default_config("diffusion")  # EDM, class-conditional, 10% label dropout
   config.task.sample_steps = 18  # Heun: 35 network evaluations
   config.task.guidance = 2.0
   config.model = ml_collections.ConfigDict({

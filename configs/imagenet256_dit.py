@@ -31,7 +31,7 @@ import pathlib
 import ml_collections
 
 from jaxlab.config import base_config, load_config_file
-from jaxlab.diffusion.config import diffusion_task_config
+from jaxlab import tasks
 
 
 def get_config(autoencoder_workdir=None):
@@ -40,7 +40,7 @@ def get_config(autoencoder_workdir=None):
   config.dataset = stage1.dataset
   # Flips only. The paper center-crops; jaxlab's training pipeline resizes to 256x256 instead.
   config.dataset.augment, config.dataset.crop_padding, config.dataset.flip = "crop_flip", 0, True
-  config.task = diffusion_task_config()
+  config.task = tasks.default_config("diffusion")
   config.task.formulation, config.task.schedule, config.task.prediction = "ddpm", "linear", "epsilon"
   config.task.label_dropout = 0.1
   config.task.sampler, config.task.sample_steps, config.task.guidance = "ddpm", 250, 1.5

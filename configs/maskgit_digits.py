@@ -18,14 +18,14 @@ import pathlib
 import ml_collections
 
 from jaxlab.config import base_config, load_config_file
-from jaxlab.tasks import maskgit
+from jaxlab import tasks
 
 
 def get_config(tokenizer_workdir=None):
   stage1 = load_config_file(str(pathlib.Path(__file__).with_name("tokenizer_digits.py")))
   config = base_config()
   config.dataset = stage1.dataset  # same images, same [-1, 1] scaling
-  config.task = maskgit.default_config()
+  config.task = tasks.default_config("maskgit")
   config.task.tokenizer = stage1.model
   config.model = ml_collections.ConfigDict(
       {"name": "maskgit_transformer", "width": 128, "depth": 4, "num_heads": 4})

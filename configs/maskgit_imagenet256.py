@@ -9,7 +9,10 @@ For accelerators (not run here). The paper's reference (Chang et al. 2022, MaskG
 reproduced here): FID 6.18, IS 182.1 on ImageNet 256 with 8 decoding steps, after 300 epochs at
 batch 256 with this transformer (24 layers, width 768, 16 heads), AdamW β = (0.9, 0.96),
 weight decay 0.045, lr 1e-4, label smoothing 0.1, choice temperature 4.5; its own tokenizer had
-rFID 2.28. FID itself comes with the diffusion issue's FID features.
+rFID 2.28. `python -m jaxlab.metrics.sample_quality --inception=...` computes FID on pytorch-fid's
+InceptionV3 features (README, "FID vs FD-<extractor>"), but it loads its `--reference` TFDS split
+into memory as one array, which suits CIFAR-10 and not ImageNet: FID against ImageNet statistics
+is not wired up here.
 """
 
 import pathlib
@@ -17,16 +20,16 @@ import pathlib
 import ml_collections
 
 from jaxlab.config import base_config, load_config_file
-from jaxlab.tasks import maskgit
+from jaxlab import tasks
 
 
 def get_config(tokenizer_workdir=None):
   stage1 = load_config_file(str(pathlib.Path(__file__).with_name("vqgan_cifar10.py")) + ":imagenet256")
   config = base_config()
   config.dataset = stage1.dataset
-  config.task = maskgit.default_config()
+  config.task = tasks.default_config("maskgit")
   config.task.tokenizer = stage1.model
-  config.task.class_dropout = 0.1
+  config.task.label_dropout = 0.1
   config.task.sampling.steps = 8
   config.task.sampling.choice_temperature = 4.5
   config.model = ml_collections.ConfigDict(

@@ -14,7 +14,7 @@ PSNR 22.8 dB, SSIM 0.80, codebook usage 99.8% of the 512 codes (perplexity 450).
 import ml_collections
 
 from jaxlab.config import base_config
-from jaxlab.tasks import tokenizer
+from jaxlab import tasks
 
 
 def get_config(arg=None):
@@ -31,7 +31,7 @@ def get_config(arg=None):
                     "kmeans_init": "no_restart" not in variants,
                     "restart_dead": "no_restart" not in variants, "dead_threshold": 0.5},
   })
-  config.task = tokenizer.default_config()
+  config.task = tasks.default_config("tokenizer")
   if "vqvae" not in variants:
     config.task.adversarial_weight = 0.1
     config.task.disc_start = 200

@@ -15,7 +15,7 @@ the run reports PSNR/SSIM and codebook usage on the validation split.
 import ml_collections
 
 from jaxlab.config import base_config
-from jaxlab.tasks import tokenizer
+from jaxlab import tasks
 
 
 def get_config(arg=None):
@@ -34,7 +34,7 @@ def get_config(arg=None):
       "quantizer": {"name": "vq", "codebook_size": 16384, "ema_decay": 0.99, "kmeans_init": True,
                     "restart_dead": True, "dead_threshold": 1.0},
   })
-  config.task = tokenizer.default_config()
+  config.task = tasks.default_config("tokenizer")
   config.task.adversarial_weight = 0.1
   config.task.disc_start = 250_000
   config.task.lecam_weight = 0.001

@@ -10,14 +10,15 @@ CIFAR-10: 1024 EMA codes with k-means init and restarts, L1 + adversarial loss f
 no published reference for exactly this setup, so no target number; expected cost: a few GPU hours.
 ImageNet 256: the paper's reference (Esser et al. 2021, Taming Transformers, not reproduced here):
 f16 VQGAN with 1024 codes, rFID 7.94 on ImageNet validation; these runs report PSNR/SSIM and
-codebook usage (rFID needs the diffusion issue's FID features). Perceptual loss: set
+codebook usage, not rFID (`jaxlab.metrics.sample_quality --inception` scores a samples.npz, but
+no command writes a tokenizer's reconstructions to one). Perceptual loss: set
 task.perceptual_weight (a frozen classifier from another run, see jaxlab/tasks/tokenizer.py).
 """
 
 import ml_collections
 
 from jaxlab.config import base_config
-from jaxlab.tasks import tokenizer
+from jaxlab import tasks
 
 
 def get_config(arg=None):
@@ -41,7 +42,7 @@ def get_config(arg=None):
     config.model = ml_collections.ConfigDict({
         "name": "vq_autoencoder", "channels": (128, 256, 256), "num_res_blocks": 2,
         "latent_dim": 64, "quantizer": quantizer})
-  config.task = tokenizer.default_config()
+  config.task = tasks.default_config("tokenizer")
   config.task.adversarial_weight = 0.1  # Taming's discriminator weight 0.8 with its adaptive λ
   config.task.disc_start = 250_000 if imagenet else 20_000
   config.task.lecam_weight = 0.001

@@ -18,14 +18,13 @@ MESH_AXES = ("data", "fsdp", "tensor")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
-# Registered optimizers that need more from the train step than a gradient; usable through
-# `jaxlab.optim.create` in a custom step, not yet from a training config.
 class ConfigError(ValueError):
   """A config that cannot run; the message is one line naming the key and the valid choices."""
 
 
 def base_config() -> ml_collections.ConfigDict:
   """Defaults for every key the trainer reads; experiment configs override what they need."""
+  from jaxlab import tasks  # pylint: disable=import-outside-toplevel
   from jaxlab.data import default_dataset_config  # pylint: disable=import-outside-toplevel
 
   c = ml_collections.ConfigDict()
@@ -54,13 +53,8 @@ def base_config() -> ml_collections.ConfigDict:
   # FSDP shards the largest divisible dimension of parameters with at least this many elements.
   c.sharding.fsdp_min_size = 2**14
 
-  c.task = ml_collections.ConfigDict({"name": "classification", "label_smoothing": 0.0})
-  # On-device mixing of each train batch (jaxlab/tasks/mixing.py; timm's Mixup arguments): off
-  # while both alphas are 0. region: cutmix, resizemix, fmix or saliencymix.
-  c.task.mixup = ml_collections.ConfigDict({
-      "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "prob": 1.0, "switch_prob": 0.5, "mode": "batch",
-      "correct_lam": True, "region": "cutmix", "resizemix_scale": (0.1, 0.8),
-      "fmix_decay_power": 3.0})
+  # What is learned: the task's own keys (jaxlab/tasks/; tasks.default_config(name) for others).
+  c.task = tasks.default_config("classification")
   c.model = ml_collections.ConfigDict({"name": "small_cnn"})  # other keys go to the constructor
   c.dataset = default_dataset_config()
 
@@ -85,8 +79,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.gamma = 0.1
   c.optim.clip_grad_norm = config_dict.placeholder(float)
   c.optim.hparams = ml_collections.ConfigDict({"momentum": 0.9, "weight_decay": 5e-4})
-  # SophiaG only: steps between Hessian (Gauss-Newton-Bartlett) estimates, the release's hess_interval.
-  c.optim.hessian_every = 10
   # No weight decay on 1-D parameters (biases, norms) and on paths matching these regexes.
   c.optim.weight_decay_exclude_1d = True
   # The default names timm's models list in `no_weight_decay()` (ViT/DeiT/Swin embeddings, tables).
@@ -180,6 +172,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
   """Raises ConfigError (one line) for anything that would fail later, before any work starts."""
   from jaxlab import data, models, optim, tasks  # pylint: disable=import-outside-toplevel
 
+  # The task first: a task named by import path may register the models it uses.
+  try:
+    task_class = tasks.task_class(config.task.name)
+  except ValueError as e:
+    raise ConfigError(f"config.task.name: {e}") from None
+  try:
+    task_class.from_config(config.task)
+  except ValueError as e:
+    message = str(e)
+    raise ConfigError(message if message.startswith("config.") else f"config.task: {message}") from None
   try:
     models.check_kwargs(config.model.name, {k: v for k, v in config.model.items() if k != "name"})
   except ValueError as e:
@@ -187,18 +189,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
   _check_name("config.optim.name", config.optim.name, optim.available())
   _check_name("config.optim.schedule", config.optim.schedule, optim.available_schedules())
   _check_name("config.optim.averaging.name", config.optim.averaging.name, optim.available_averaging())
-  _check_name("config.task.name", config.task.name, tasks.available())
-  if config.task.name == "diffusion":  # its keys live in config.task (jaxlab/diffusion/config.py)
-    from jaxlab.diffusion.config import check_diffusion_config  # pylint: disable=import-outside-toplevel
-    try:
-      check_diffusion_config(config.task)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
-  if config.task.name in ("tokenizer", "maskgit"):  # keys in config.task: jaxlab/tasks/{tokenizer,maskgit}.py
-    try:
-      tasks.from_config(config.task)
-    except ValueError as e:
-      raise ConfigError(f"config.task: {e}") from None
   _check_name("config.compute_dtype", config.compute_dtype, list(COMPUTE_DTYPES))
   _check_name("config.nonfinite", config.nonfinite, ["skip", "stop"])
   _check_name("config.checkpoint_best.mode", config.checkpoint_best.mode, ["max", "min"])
@@ -210,12 +200,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     data.check_augmentation_config(config.dataset)
   except ValueError as e:
     raise ConfigError(f"config.{e}") from None
-  if config.task.get("mixup") is not None:
-    from jaxlab.tasks import mixing  # pylint: disable=import-outside-toplevel
-    try:
-      mixing.MixConfig.from_config(config.task.mixup)
-    except ValueError as e:
-      raise ConfigError(f"config.task.mixup: {e}") from None
 
   shape = mesh_shape(config.mesh, num_devices)
   data_parallel = shape[0] * shape[1]
@@ -238,12 +222,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
       raise ConfigError(f"config.optim.lr_multipliers takes (regex, factor >= 0) pairs, got {pair!r}")
   if config.optim.layer_decay is not None and not 0 < config.optim.layer_decay <= 1:
     raise ConfigError(f"config.optim.layer_decay must be in (0, 1], got {config.optim.layer_decay}")
-  if config.optim.hessian_every is None or config.optim.hessian_every <= 0:
-    raise ConfigError(f"config.optim.hessian_every must be a positive integer, got {config.optim.hessian_every}")
   if "lr" in config.optim.hparams:
     raise ConfigError("set the learning rate with config.optim.lr, not config.optim.hparams.lr")
   try:
     optim.check_hparams(config.optim.name, dict(config.optim.hparams))
+    optim.entry(config.optim.name).needs(dict(config.optim.hparams))  # checks step hyperparameters
   except ValueError as e:
     raise ConfigError(f"config.optim.hparams: {e}") from None
   if config.init_from.path:

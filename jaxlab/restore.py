@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+from typing import Callable
 
 import jax
 import ml_collections
@@ -43,8 +44,12 @@ def _device_mesh(config: ml_collections.ConfigDict) -> None:
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
 
 
-def restore_run(workdir: str | pathlib.Path, step: int | None = None, ema: bool = False) -> RestoredRun:
-  """Raises ValueError (one line) when there is no checkpoint, no config, or no average for `ema`."""
+def restore_run(workdir: str | pathlib.Path, step: int | None = None, ema: bool = False,
+                before_restore: Callable[[trainer.Setup], None] | None = None) -> RestoredRun:
+  """Raises ValueError (one line) when there is no checkpoint, no config, or no average for `ema`.
+
+  `before_restore(setup)` runs once the run is rebuilt, before any array is read (to check a
+  caller's options against the task cheaply)."""
   checkpoint = stages.resolve_checkpoint(workdir, step)
   info = saved_run_info(checkpoint)
   if "config" not in info:
@@ -52,6 +57,8 @@ def restore_run(workdir: str | pathlib.Path, step: int | None = None, ema: bool 
   config = ml_collections.ConfigDict(info["config"])
   _device_mesh(config)
   setup = trainer.build(config)
+  if before_restore is not None:
+    before_restore(setup)
   abstract = setup.abstract_state
   manager = ocp.CheckpointManager(checkpoint.parent, options=ocp.CheckpointManagerOptions(read_only=True))
   try:

@@ -1,4 +1,4 @@
-"""Command line: draw samples from a trained generator (a diffusion or a MaskGIT run).
+"""Command line: draw samples from a trained generator (any run whose task generates).
 
   python -m jaxlab.sample --workdir=DIR [--step=N] --num=N [--sampler=NAME] [--steps=K]
       [--guidance=W] [--eta=E] [--ema] [--seed=S] [--batch=B] [--out=DIR]
@@ -10,11 +10,11 @@ per batch, a progress bar over the batches) and writes OUT/samples.npz (`images`
 Class-conditional runs draw the classes in turn (sample i has class i mod C) and the grid has one
 column per class.
 
-- Diffusion: --sampler (ddpm, ddim, euler, heun, dpmpp_2m), --steps and --guidance default to the
-  run's config.task (sampler, sample_steps, guidance); a latent diffusion run's samples are
-  latents that its frozen autoencoder decodes to images first.
-- MaskGIT: --steps are decoding steps (default config.task.sampling.steps); the frozen tokenizer
-  decodes the sampled codes.
+The run's task draws the samples (`Task.sampling`, jaxlab/tasks/base.py); --sampler, --steps,
+--guidance and --eta are its options, each defaulting to the run's config.task:
+- diffusion: --sampler (ddpm, ddim, euler, heun, dpmpp_2m), --steps, --guidance, --eta (DDIM); a
+  latent diffusion run's samples are latents that its frozen autoencoder decodes to images first.
+- maskgit: --steps are decoding steps; the frozen tokenizer decodes the sampled codes.
 --guidance W is classifier-free guidance uncond + W·(cond − uncond); 1 = none. Bad input ends
 with one line `error: ...` and exit status 2.
 """
@@ -35,10 +35,10 @@ from jaxlab.cli import fail
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (or a checkpoints/ directory).", allow_override=True)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", allow_override=True)
 _NUM = flags.DEFINE_integer("num", 64, "Number of samples.", allow_override=True)
-_SAMPLER = flags.DEFINE_string("sampler", None, "ddpm, ddim, euler, heun or dpmpp_2m for diffusion runs, maskgit for MaskGIT runs (default: the config's).", allow_override=True)
+_SAMPLER = flags.DEFINE_string("sampler", None, "The task's sampler, e.g. ddpm, ddim, euler, heun or dpmpp_2m for diffusion runs (default: the config's).", allow_override=True)
 _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps, or MaskGIT decoding steps (default: the config's).", allow_override=True)
 _GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale; 1 = none (default: the config's).", allow_override=True)
-_ETA = flags.DEFINE_float("eta", 0.0, "DDIM's eta (0: deterministic).", allow_override=True)
+_ETA = flags.DEFINE_float("eta", None, "DDIM's eta (default 0: deterministic).", allow_override=True)
 _EMA = flags.DEFINE_bool("ema", False, "Sample with the weight average (ema/sema/swa) of the run.", allow_override=True)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the noise.", allow_override=True)
 _BATCH = flags.DEFINE_integer("batch", 256, "Samples per compiled call (rounded to the data-parallel size).", allow_override=True)
@@ -74,102 +74,53 @@ def write_png(path: pathlib.Path, image: np.ndarray) -> None:
   path.write_bytes(tf.io.encode_png(image).numpy())
 
 
-def _diffusion_sampler(task, cfg, sampler, steps, guidance, eta, num_classes):
-  """(draw(model, labels, key, shape, null_label), info) for a diffusion run."""
-  from jaxlab import diffusion  # pylint: disable=import-outside-toplevel
-  sampler = sampler or cfg.sampler
-  steps = steps or cfg.sample_steps
-  guidance = cfg.guidance if guidance is None else guidance
-  if steps <= 0:
-    raise SampleError(f"--steps must be positive, got {steps}")
-  if sampler not in diffusion.SAMPLERS:
-    raise SampleError(f"unknown sampler '{sampler}'; valid: {', '.join(diffusion.SAMPLERS)}")
-  if eta != 0.0 and sampler != "ddim":
-    raise SampleError(f"--eta is DDIM's; sampler '{sampler}' takes none")
-  if guidance != 1.0 and not num_classes:
-    raise SampleError("--guidance needs a class-conditional run; this one is unconditional (use --guidance=1)")
-  try:
-    grid = task.formulation.grid(steps)
-    solver = diffusion.create_sampler(sampler, grid, **({"eta": eta} if sampler == "ddim" else {}))
-  except ValueError as e:
-    raise SampleError(str(e)) from None
-
-  def draw(model, labels, key, shape, null_label):
-    # Images: a latent diffusion run's samples come back decoded by its frozen autoencoder.
-    return task.generate(model, solver, labels, key, shape, guidance=guidance, null_label=null_label)
-  return draw, {"sampler": sampler, "steps": steps, "guidance": guidance, "nfe": solver.nfe}
-
-
-def _token_sampler(task, cfg, sampler, steps, guidance, eta):
-  """(draw, info) for a generator over tokenizer codes (MaskGIT): parallel iterative decoding."""
-  if sampler not in (None, "maskgit"):
-    raise SampleError(f"a '{cfg.name}' run decodes with 'maskgit'; --sampler={sampler} is for diffusion runs")
-  if eta != 0.0:
-    raise SampleError(f"--eta is DDIM's; a '{cfg.name}' run takes none")
-  options = task.sampling_options
-  steps = steps or options["steps"]
-  # --guidance uses the diffusion convention, uncond + W·(cond − uncond) (1 = none); MaskGIT's
-  # guidance_scale s is the same with W = 1 + s.
-  guidance = 1.0 + options["guidance_scale"] if guidance is None else guidance
-  if steps <= 0:
-    raise SampleError(f"--steps must be positive, got {steps}")
-
-  def draw(model, labels, key, shape, null_label):
-    del shape, null_label
-    return task.sample(model, labels, key, steps=steps, guidance_scale=guidance - 1.0)
-  # One transformer pass per decoding step (the guided pass is batched with it).
-  return draw, {"sampler": "maskgit", "steps": steps, "guidance": guidance, "nfe": steps}
-
-
 def sample_run(workdir, *, num: int, sampler: str | None = None, steps: int | None = None,
-               guidance: float | None = None, eta: float = 0.0, ema: bool = False, step: int | None = None,
-               seed: int = 0, batch: int = 256, progress: bool = True) -> dict:
-  """Samples from a diffusion or MaskGIT run.
+               guidance: float | None = None, eta: float | None = None, ema: bool = False,
+               step: int | None = None, seed: int = 0, batch: int = 256, progress: bool = True) -> dict:
+  """Samples from a run whose task generates; None options take the run's config.task values.
 
   Returns {'images' uint8, 'samples' float32, 'labels', 'num_classes', 'nfe', 'sampler', 'steps',
-  'guidance', 'seconds', 'checkpoint'}. For MaskGIT `steps` are decoding steps and `sampler` must
-  be None or 'maskgit'.
+  'guidance', 'seconds', 'checkpoint'}.
   """
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
 
-  from jaxlab import diffusion, sharding  # pylint: disable=import-outside-toplevel
+  from jaxlab import sharding, tasks  # pylint: disable=import-outside-toplevel
   from jaxlab.restore import restore_run  # pylint: disable=import-outside-toplevel
   from jaxlab.stages import InitFromError  # pylint: disable=import-outside-toplevel
-  from jaxlab.tasks.diffusion import Diffusion  # pylint: disable=import-outside-toplevel
 
-  valid_samplers = (*diffusion.SAMPLERS, "maskgit")
   if num <= 0 or batch <= 0:
     raise SampleError(f"--num and --batch must be positive, got {num} and {batch}")
-  if sampler is not None and sampler not in valid_samplers:  # before the (slow) restore
-    raise SampleError(f"unknown sampler '{sampler}'; valid: {', '.join(valid_samplers)}")
-  if eta != 0.0 and sampler not in (None, "ddim"):
-    raise SampleError(f"--eta is DDIM's; sampler '{sampler}' takes none")
+  options = {k: v for k, v in dict(sampler=sampler, steps=steps, guidance=guidance, eta=eta).items()
+             if v is not None}
+  prepared = {}
+
+  def prepare(setup):  # before the (slow) restore: bad options fail fast
+    if tasks.GENERATES not in setup.task.abilities:
+      raise SampleError(f"a '{setup.task.name}' run does not generate; sampling needs a run whose "
+                        "task generates (e.g. diffusion, maskgit)")
+    try:
+      prepared["sampling"] = setup.task.sampling(setup.info, **options)
+    except ValueError as e:
+      raise SampleError(str(e)) from None
+
   try:
-    run = restore_run(workdir, step, ema)
+    run = restore_run(workdir, step, ema, before_restore=prepare)
+  except SampleError:
+    raise
   except (InitFromError, ValueError) as e:
     raise SampleError(str(e).splitlines()[0]) from None
-  task, cfg = run.setup.task, run.config.task
-  if isinstance(task, Diffusion):
-    num_classes = run.setup.info.num_classes if task.conditional else 0
-    draw, info = _diffusion_sampler(task, cfg, sampler, steps, guidance, eta, num_classes)
-  elif hasattr(task, "sample"):
-    num_classes = run.setup.info.num_classes
-    draw, info = _token_sampler(task, cfg, sampler, steps, guidance, eta)
-  else:
-    raise SampleError(f"{run.checkpoint} is a '{cfg.name}' run; sampling needs a diffusion or maskgit run")
-
+  sampling = prepared["sampling"]
   mesh, setup = run.setup.mesh, run.setup
+  num_classes = setup.info.num_classes if sampling.conditional else 0
   data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
   batch = max(data_parallel, min(batch, num) // data_parallel * data_parallel)
-  labels = (np.arange(num) % num_classes) if num_classes else np.zeros(num)
-  null = num_classes  # the label table's extra row; unconditional networks ignore labels
-  shape = setup.info.image_shape
+  null = setup.info.num_classes  # "no class"; unconditional tasks ignore labels
+  labels = (np.arange(num) % num_classes) if num_classes else np.full(num, null)
 
   def sample_batch(params, model_state, labels, key):
-    model = setup.graph.merge(params, model_state, train=False)
-    return draw(model, labels, key, shape, null if num_classes else None)
+    return sampling.draw(setup.graph.merge(params, model_state, train=False), labels, key)
 
   replicated = sharding.replicated(mesh)
   batch_sharding = sharding.batch_sharding(mesh)
@@ -190,8 +141,8 @@ def sample_run(workdir, *, num: int, sampler: str | None = None, steps: int | No
   samples = np.concatenate(outputs)
   ds = run.config.dataset
   return {"samples": samples, "images": to_uint8(samples, ds.mean, ds.std),
-          "labels": np.where(num_classes > 0, labels, null).astype(np.int32), "num_classes": num_classes,
-          **info, "seconds": seconds, "checkpoint": str(run.checkpoint)}
+          "labels": labels.astype(np.int32), "num_classes": num_classes,
+          **sampling.summary, "seconds": seconds, "checkpoint": str(run.checkpoint)}
 
 
 def main(argv):

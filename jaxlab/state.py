@@ -25,6 +25,15 @@ class TrainState(struct.PyTreeNode):
   # With weight averaging: the same average of `model_state` (batch statistics), else None.
   averaged_model_state: dict | None = None
 
+  @classmethod
+  def create(cls, model: nnx.Module, tx: optax.GradientTransformation, rng: jax.Array,
+             average_model_state: bool = False) -> TrainState:
+    """Step 0 of a run: the module's values, a fresh optimizer state, the run's base key."""
+    params, model_state = ModelGraph.state_of(model)
+    return cls(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+               opt_state=tx.init(params), rng=rng,
+               averaged_model_state=model_state if average_model_state else None)
+
 
 def step_rng(state: TrainState) -> jax.Array:
   """The step's randomness: a resumed run draws the same numbers as an uninterrupted one."""

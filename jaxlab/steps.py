@@ -12,16 +12,17 @@ import jax.numpy as jnp
 import optax
 
 from jaxlab.optim.averaging import average_like_params
-from jaxlab.optim.recent_optimizers import sam_gradient
+from jaxlab.optim.build import Optimizer
 from jaxlab.state import ModelGraph, TrainState, step_rng
 from jaxlab.tasks.base import Batch, Task
 
 
-def _grads_and_metrics(task: Task, graph: ModelGraph, params, model_state, batch, rng, sam=None):
+def _grads_and_metrics(task: Task, graph: ModelGraph, optimizer: Optimizer, params, model_state,
+                       batch, rng):
   """Gradients of the task loss for one (micro)batch, the metrics, and the updated model state.
 
-  `sam=(rho, adaptive)`: the gradient is SAM's, taken at the perturbed point; metrics and batch
-  statistics come from the pass at `params`.
+  The optimizer may take its gradient its own way (SAM: at a perturbed point); metrics and batch
+  statistics always come from the pass at `params`.
   """
 
   def loss_fn(params):
@@ -29,47 +30,40 @@ def _grads_and_metrics(task: Task, graph: ModelGraph, params, model_state, batch
     loss, metrics = task.loss(model, batch, jax.random.fold_in(rng, 0))
     return loss, (metrics, graph.state_of(model)[1])
 
-  if sam is None:
-    (_, (metrics, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  else:
-    (_, (metrics, new_model_state)), grads = sam_gradient(
-        loss_fn, params, rho=sam[0], adaptive=sam[1], has_aux=True)
+  take_gradient = optimizer.needs.gradient or (lambda f, p: jax.value_and_grad(f, has_aux=True)(p))
+  (_, (metrics, new_model_state)), grads = take_gradient(loss_fn, params)
   return grads, metrics, new_model_state
 
 
-def _hessian_extra_args(task: Task, graph: ModelGraph, state: TrainState, batch, rng, every: int) -> dict:
-  """SophiaG's Gauss-Newton-Bartlett input: gradients of the loss on labels sampled from the model.
+def _update_args(task: Task, graph: ModelGraph, optimizer: Optimizer, state: TrainState, batch,
+                 rng) -> dict:
+  """Extra arguments of the optimizer's update (SophiaG: gradients of the task's sampled loss)."""
+  if optimizer.needs.update_args is None:
+    return {}
 
-  The reference loop calls `update_hessian()` after the step whose index is k-1 (mod k), on the
-  next batch with the updated weights: here, at the start of every step t = k, 2k, ... on its own
-  batch, before the update. In between, no extra pass is run (`lax.cond`).
-  """
-  refresh = (state.step % every == 0) & (state.step > 0)
-
-  def sampled_grads(params):
+  def sampled_grads():
     def loss_fn(params):
       model = graph.merge(params, state.model_state, train=True, rng=jax.random.fold_in(rng, 2))
       return task.sampled_loss(model, batch, jax.random.fold_in(rng, 3))
-    return jax.grad(loss_fn)(params)
+    return jax.grad(loss_fn)(state.params)
 
-  grads = jax.lax.cond(refresh, sampled_grads, lambda p: jax.tree.map(jnp.zeros_like, p), state.params)
-  return {"hessian_grads": grads, "hessian_update": refresh}
+  return optimizer.needs.update_args(state.step, sampled_grads)
 
 
-def make_train_step(task: Task, graph: ModelGraph, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, grad_accum_steps: int = 1,
-                    sam: tuple[float, bool] | None = None, hessian_every: int | None = None) -> Callable:
+def make_train_step(task: Task, graph: ModelGraph, optimizer: Optimizer,
+                    grad_accum_steps: int = 1) -> Callable:
   """One optimizer update over the global batch, split into `grad_accum_steps` microbatches.
 
-  `sam=(rho, adaptive)` takes SAM's gradient (two forward/backward passes) for the optimizer.
-  `hessian_every=k` feeds SophiaG its Hessian estimate every k steps (the task's `sampled_loss`).
+  What the optimizer needs besides a gradient (`optimizer.needs`: SAM's perturbed gradient,
+  SophiaG's Hessian estimate) is provided here, for every optimizer alike.
   """
+  tx, schedule = optimizer.tx, optimizer.schedule
 
   def train_step(state: TrainState, batch: Batch):
     rng = step_rng(state)
     if grad_accum_steps == 1:
       grads, metrics, model_state = _grads_and_metrics(
-          task, graph, state.params, state.model_state, batch, rng, sam)
+          task, graph, optimizer, state.params, state.model_state, batch, rng)
     else:
       # Microbatch j takes rows j, j+k, j+2k, ...: every device keeps an equal share of each.
       micro = jax.tree.map(
@@ -80,7 +74,8 @@ def make_train_step(task: Task, graph: ModelGraph, tx: optax.GradientTransformat
         grad_sum, model_state = carry
         index, microbatch = inputs
         grads, metrics, model_state = _grads_and_metrics(
-            task, graph, state.params, model_state, microbatch, jax.random.fold_in(rng, index), sam)
+            task, graph, optimizer, state.params, model_state, microbatch,
+            jax.random.fold_in(rng, index))
         return (jax.tree.map(jnp.add, grad_sum, grads), model_state), metrics
 
       zeros = jax.tree.map(jnp.zeros_like, state.params)
@@ -89,7 +84,7 @@ def make_train_step(task: Task, graph: ModelGraph, tx: optax.GradientTransformat
       grads = jax.tree.map(lambda g: g / grad_accum_steps, grad_sum)
       metrics = jax.tree.map(lambda m: m.mean(0), metrics)
 
-    extra = {} if hessian_every is None else _hessian_extra_args(task, graph, state, batch, rng, hessian_every)
+    extra = _update_args(task, graph, optimizer, state, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
     params = optax.apply_updates(state.params, updates)
     averaged_model_state = state.averaged_model_state

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import pathlib
 import signal
@@ -19,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 from flax import nnx
 
@@ -28,6 +28,7 @@ from jaxlab import data, optim, sharding, stages, steps, tasks
 from jaxlab.checkpoint import BestCheckpoint, Checkpointer, run_info
 from jaxlab.metrics.progress import Progress
 from jaxlab.metrics.writers import MetricWriter
+from jaxlab.models.vq.frozen import Frozen
 from jaxlab.preemption import Preempted, PreemptionWatch
 from jaxlab.state import ModelGraph, TrainState
 from jaxlab.workdir import check_space
@@ -47,14 +48,11 @@ class Setup:
   info: data.DatasetInfo
   total_steps: int
   task: tasks.Task
-  tx: optax.GradientTransformation
-  schedule: optax.Schedule
+  optimizer: optim.Optimizer
   graph: ModelGraph
   init_state: Callable[[], TrainState]
   abstract_state: TrainState  # jax.ShapeDtypeStruct leaves carrying their target shardings
   state_sharding: TrainState
-  sam: tuple[float, bool] | None = None  # (rho, adaptive) when the optimizer is SAM
-  hessian_every: int | None = None  # SophiaG: steps between Hessian estimates
 
 
 def to_global(batch: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
@@ -96,8 +94,7 @@ def compile_steps(setup: Setup, grad_accum_steps: int = 1):
   """The jitted train and eval steps with explicit shardings; the train state is donated."""
   replicated = sharding.replicated(setup.mesh)
   train_step = jax.jit(
-      steps.make_train_step(setup.task, setup.graph, setup.tx, setup.schedule, grad_accum_steps,
-                            setup.sam, setup.hessian_every),
+      steps.make_train_step(setup.task, setup.graph, setup.optimizer, grad_accum_steps),
       in_shardings=(setup.state_sharding, setup.batch_sharding),
       out_shardings=(setup.state_sharding, replicated), donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(setup.task, setup.graph),
@@ -117,6 +114,15 @@ def evaluate(eval_step, state, config, batch_sharding) -> dict[str, float]:
   return {f"eval/{k}": float(v) / count for k, v in totals.items()}
 
 
+def check_averaging(optimizer: optim.Optimizer, abstract_model) -> None:
+  """An average of the model state would also hold a second copy of frozen submodules (a stage-1
+  tokenizer under a generator): refuse in one line instead of doubling their memory."""
+  if optimizer.average_model_state and jax.tree.leaves(nnx.state(abstract_model, Frozen)):
+    raise config_lib.ConfigError(
+        "config.optim.averaging.average_model_state=True would average a second copy of the "
+        "model's frozen submodules; set it to False (the trained parameters are still averaged)")
+
+
 def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
   """Mesh, data description, task, optimizer and the sharded abstract state of a config.
 
@@ -134,23 +140,20 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
 
   # ---- Model, task, optimizer (abstract: nothing is allocated or compiled yet) ------------------
   task = tasks.from_config(config.task)
-  tx, schedule = optim.build(config.optim, total_steps=total_steps,
-                             steps_per_epoch=max(1, info.num_train // config.batch_size))
+  optimizer = optim.build(config.optim, total_steps=total_steps,
+                          steps_per_epoch=max(1, info.num_train // config.batch_size))
+  try:
+    tasks.require_abilities(task, optimizer.needs.task_abilities, f"optimizer '{config.optim.name}'")
+  except ValueError as e:
+    raise config_lib.ConfigError(f"config.optim.name: {e}") from None
   param_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
-
-  def build_model():
-    return task.init(config, info, nnx.Rngs(params=param_key, dropout=jax.random.fold_in(param_key, 1)))
-
+  build_model = functools.partial(tasks.make_model, task, config.model, info, config.compute_dtype,
+                                  param_key)
   abstract_model = nnx.eval_shape(build_model)
-
-  averaging = config.optim.averaging
-  average_model_state = averaging.name != "none" and averaging.get("average_model_state", True)
+  check_averaging(optimizer, abstract_model)
 
   def init_state() -> TrainState:
-    params, model_state = ModelGraph.state_of(build_model())
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                      opt_state=tx.init(params), rng=state_key,
-                      averaged_model_state=model_state if average_model_state else None)
+    return TrainState.create(build_model(), optimizer.tx, state_key, optimizer.average_model_state)
 
   # ---- Shardings ---------------------------------------------------------------------------------
   try:
@@ -163,24 +166,14 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
   state_sharding = TrainState(
       step=replicated, params=param_shardings,
       model_state=jax.tree.map(lambda _: replicated, abstract_state.model_state),
-      opt_state=sharding.opt_state_sharding(tx, abstract_state.opt_state, param_shardings, mesh),
+      opt_state=sharding.opt_state_sharding(optimizer.tx, abstract_state.opt_state, param_shardings,
+                                            mesh),
       rng=replicated,
       averaged_model_state=jax.tree.map(lambda _: replicated, abstract_state.averaged_model_state))
   abstract_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                                 abstract_state, state_sharding)
-  sam = None
-  if config.optim.name == "sam":  # SAM changes how the gradient is taken, not only the update
-    sam_hparams = {**optim.entry("sam").defaults, **config.optim.hparams}
-    sam = (float(sam_hparams["rho"]), bool(sam_hparams["adaptive"]))
-  hessian_every = None
-  if config.optim.name == "sophia":  # SophiaG's update needs Hessian estimates from the step
-    if not hasattr(task, "sampled_loss"):
-      raise config_lib.ConfigError(f"config.optim.name 'sophia' needs a task with sampled_loss; "
-                                   f"task '{config.task.name}' has none")
-    hessian_every = config.optim.hessian_every
-  return Setup(mesh, sharding.batch_sharding(mesh), info, total_steps, task, tx, schedule,
-               ModelGraph.of(abstract_model), init_state, abstract_state, state_sharding, sam,
-               hessian_every)
+  return Setup(mesh, sharding.batch_sharding(mesh), info, total_steps, task, optimizer,
+               ModelGraph.of(abstract_model), init_state, abstract_state, state_sharding)
 
 
 def initial_state(setup: Setup) -> TrainState:

@@ -133,7 +133,7 @@ def test_sampling_in_process_on_8_devices(tiny_run):
   np.testing.assert_array_equal(a["labels"], np.arange(20) % 10)
   with pytest.raises(SampleError, match="unknown sampler 'plms'; valid: ddpm, ddim, euler, heun, dpmpp_2m"):
     sample_run(tiny_run, num=4, sampler="plms")
-  with pytest.raises(SampleError, match="--eta is DDIM's; sampler 'heun' takes none"):
+  with pytest.raises(SampleError, match="eta is DDIM's; sampler 'heun' takes none"):
     sample_run(tiny_run, num=4, sampler="heun", eta=0.5)
 
 

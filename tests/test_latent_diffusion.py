@@ -129,7 +129,7 @@ def test_misconfigured_autoencoder_gives_one_clear_line(tokenizer_run):
     trainer.build(config)
   config = _latent_config(*tokenizer_run[:2])
   config.optim.averaging.average_model_state = True
-  with pytest.raises(ConfigError, match=r"^latent diffusion: set config.optim.averaging.average_model_state=False"):
+  with pytest.raises(ConfigError, match=r"^config.optim.averaging.average_model_state=True would average a second copy of the model's frozen"):
     trainer.build(config)
 
 
@@ -143,7 +143,9 @@ def test_imagenet256_dit_config_builds_dit_xl_2_on_f8_latents():
   config = load_config_file("configs/imagenet256_dit.py")  # validate checks that init_from.path exists
   validate(config, 8)
   task = tasks.from_config(config.task)
-  model = nnx.eval_shape(lambda: task.init(config, _imagenet_info(config, 256), nnx.Rngs(params=0, dropout=1)))
+  info = _imagenet_info(config, 256)
+  model = nnx.eval_shape(lambda: tasks.make_model(task, config.model, info, config.compute_dtype,
+                                                  jax.random.PRNGKey(0)))
   assert model.latent_shape == (32, 32, 4)  # as the paper's SD-VAE latents
   params = sum(x.size for x in jax.tree.leaves(nnx.state(model.denoiser, nnx.Param)))
   assert params == pytest.approx(675e6, rel=0.01)  # DiT-XL/2 (the paper: 675M)
@@ -165,22 +167,21 @@ def test_imagenet256_dit_recipe_trains_a_step_on_scaled_latents_at_tiny_resoluti
   task = tasks.from_config(config.task)
   task = dataclasses.replace(task, formulation=_RecordingFormulation(task.formulation, seen))
   info = _imagenet_info(config, 16)
-  build = lambda: task.init(config, info, nnx.Rngs(params=0, dropout=1))
+  build = lambda: tasks.make_model(task, config.model, info, config.compute_dtype,
+                                   jax.random.PRNGKey(0))
   abstract = nnx.eval_shape(build)
   assert abstract.latent_shape == (2, 2, 4)
   graph = ModelGraph.of(abstract)
-  tx, schedule = optim.build(config.optim, total_steps=10, steps_per_epoch=10)
+  optimizer = optim.build(config.optim, total_steps=10, steps_per_epoch=10)
 
   @jax.jit  # built in one compiled call, as the trainer does: eager init is slow on CPU
   def initial_state():
-    params, model_state = ModelGraph.state_of(build())
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                      opt_state=tx.init(params), rng=jax.random.PRNGKey(0))
+    return TrainState.create(build(), optimizer.tx, jax.random.PRNGKey(0))
 
   state = initial_state()
   batch = {"image": jax.random.uniform(jax.random.key(0), (8, 16, 16, 3), minval=-1, maxval=1),
            "label": jnp.arange(8) * 100}
-  new_state, metrics = jax.jit(steps.make_train_step(task, graph, tx, schedule))(state, batch)
+  new_state, metrics = jax.jit(steps.make_train_step(task, graph, optimizer))(state, batch)
   assert [(shape, str(dtype)) for shape, dtype in seen] == [((8, 2, 2, 4), "float32")]
   assert np.isfinite(float(metrics["loss"])) and float(metrics["skipped"]) == 0
   assert optax.tree.norm(jax.tree.map(jnp.subtract, new_state.params, state.params)) > 0

@@ -4,13 +4,15 @@ SAM's perturbation and gradient on a quadratic where both are known in closed fo
 Same initial parameters and the same 25 gradients; parameters agree after every step.
 """
 
+from flax import serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
-from jaxlab.optim import registry
+from jaxlab.optim import registry, weight_decay_labels
 from jaxlab.optim import recent_optimizers as recent
 import recent_optim_reference as ref
 from optimizer_harness import jitted_optimizer
@@ -63,8 +65,10 @@ def test_defaults_are_the_reference_constructors():
       lr=3e-3, betas=(0.95, 0.95), shampoo_beta=-1, eps=1e-8, weight_decay=0.01,
       precondition_frequency=10, max_precond_dim=10000, merge_dims=False, precondition_1d=False,
       normalize_grads=False, data_format="channels_first", correct_bias=True)
-  assert registry.entry("sam").defaults == dict(base_optimizer="sgd", rho=0.05, adaptive=False,
-                                                base_hparams=None)
+  assert registry.entry("sam").defaults == dict(base_optimizer="sgd", rho=0.05, adaptive=False)
+  # The reference's **kwargs: the base optimizer's hyperparameters are SAM's too.
+  assert registry.entry("sam").resolve({"base_optimizer": "adamw"}) == {
+      **registry.entry("adamw").defaults, "base_optimizer": "adamw", "rho": 0.05, "adaptive": False}
 
 
 # --- Schedule-Free AdamW ----------------------------------------------------------------------
@@ -174,6 +178,40 @@ def test_soap_first_step_leaves_params():
   assert float(jnp.max(jnp.abs(updates["w"]))) == 0.0
 
 
+def test_soap_state_saves_and_restores_with_orbax(tmp_path):
+  # build()'s weight-decay groups: the 1-D group's SOAP preconditions nothing, and its state must
+  # still save (Orbax refuses zero-size arrays), restore, and step on exactly as before.
+  tx = optax.partition({"decay": registry.create("soap", **SOAP),
+                        "no_decay": registry.create("soap", **dict(SOAP, weight_decay=0.0))},
+                       weight_decay_labels)
+  params64, grads = _data(SOAP_SHAPES)
+  as32 = lambda tree: jax.tree.map(jnp.float32, tree)
+
+  @jax.jit
+  def step(params, state, g):
+    updates, state = tx.update(g, state, params)
+    return optax.apply_updates(params, updates), state
+
+  params = as32(params64)
+  state = tx.init(params)
+  for t in range(4):
+    params, state = step(params, state, as32(grads[t]))
+  assert all(x.size for x in jax.tree.leaves(state))
+  checkpointer = ocp.StandardCheckpointer()
+  saved = serialization.to_state_dict(state)
+  checkpointer.save(tmp_path / "opt_state", saved)
+  checkpointer.wait_until_finished()
+  restored = checkpointer.restore(tmp_path / "opt_state",
+                                  jax.tree.map(ocp.utils.to_shape_dtype_struct, saved))
+  restored = serialization.from_state_dict(state, restored)
+  resumed = params
+  for t in range(4, 12):  # across basis refreshes (every 3 steps)
+    params, state = step(params, state, as32(grads[t]))
+    resumed, restored = step(resumed, restored, as32(grads[t]))
+  for a, b in zip(jax.tree.leaves((params, state)), jax.tree.leaves((resumed, restored))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 # --- SAM --------------------------------------------------------------------------------------
 
 # L(p) = Σ_leaves ½ Σ a·(p - c)², so ∇L(p) = a·(p - c) per entry.
@@ -217,8 +255,7 @@ def test_sam_gradient_on_quadratic(adaptive):
 
 
 def test_sam_wraps_an_optimizer():
-  tx = registry.create("sam", base_optimizer="sgd", rho=0.2, adaptive=True,
-                       base_hparams=dict(lr=0.1, momentum=0.9))
+  tx = registry.create("sam", base_optimizer="sgd", rho=0.2, adaptive=True, lr=0.1, momentum=0.9)
   assert (tx.rho, tx.adaptive) == (0.2, True)
   params = jax.tree.map(jnp.float32, P)
   state = tx.init(params)

@@ -11,6 +11,8 @@ import pytest
 
 from jaxlab.optim import registry
 from jaxlab.optim import research_optimizers  # noqa: F401  (registers the optimizers)
+from jaxlab.optim.schedules import available_schedules, make_schedule
+from jaxlab.optim.transforms import peak_lr
 import research_optim_reference as ref
 
 # (5,3) and (6,5) matrices, a 4-D conv-like kernel, a vector and a (1,) leaf.
@@ -120,6 +122,9 @@ def test_adafactor_factored_state_is_small():
   # (5,3): 5+3, (6,5): 6+5, conv (4,3,2,2) factored over (0,1): 4·2·2 + 3·2·2; b and s unfactored.
   assert state.exp_avg_sq_row.size + state.exp_avg_sq_col.size == 8 + 11 + 28
   assert state.exp_avg_sq.size == 3 + 1
+  # Nothing factored at the default size: no zero-size array either (Orbax cannot save one).
+  state = registry.create("adafactor").init({k: jnp.zeros(s) for k, s in SHAPES.items()})
+  assert all(x.size for x in jax.tree.leaves(state))
 
 
 ADABOUND = dict(lr=0.01, betas=(0.8, 0.9), final_lr=0.05, gamma=0.05, eps=1e-6, weight_decay=0.05)
@@ -131,9 +136,14 @@ def test_adabound(flags):
   _compare("adabound", hp, ref.AdaBound(**hp))
 
 
-def test_adabound_bounds_follow_the_lr_schedule():
-  # lr halves after 5 steps: step size and the final_lr bounds both scale by lr_t / base_lr.
-  schedule = optax.piecewise_constant_schedule(0.01, {5: 0.5})
+@pytest.mark.parametrize("schedule", [
+    optax.piecewise_constant_schedule(0.01, {5: 0.5}),  # lr halves after 5 steps
+    optax.warmup_cosine_decay_schedule(0.0, 0.01, warmup_steps=5, decay_steps=20),  # from lr 0
+    optax.constant_schedule(0.01),
+])
+def test_adabound_bounds_follow_the_lr_schedule(schedule):
+  # The reference is built with the peak lr 0.01 (its base_lr) and a torch scheduler sets its
+  # lr: step size and final_lr bounds both scale by lr_t / base_lr, warmup from 0 included.
   tx = registry.create("adabound", **{**ADABOUND, "lr": schedule})
   params64, grads, _ = _data()
   params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params64)
@@ -141,13 +151,25 @@ def test_adabound_bounds_follow_the_lr_schedule():
   reference = ref.AdaBound(**ADABOUND)
   ref_params = _as_list({k: v.copy() for k, v in params64.items()})
   upd = jax.jit(tx.update)
-  for t in range(12):
-    reference.lr = 0.01 if t < 5 else 0.005  # a torch scheduler sets group['lr']
+  for t in range(20):
+    reference.lr = float(schedule(t))
     reference.step(ref_params, _as_list(grads[t]))
     updates, state = upd(jax.tree.map(jnp.float32, grads[t]), state, params)
     params = optax.apply_updates(params, updates)
-  for got, want in zip(_as_list(params), ref_params):
-    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-6)
+    for got, want in zip(_as_list(params), ref_params):
+      assert np.all(np.isfinite(np.asarray(got))), f"step {t + 1}"
+      np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-6,
+                                 err_msg=f"step {t + 1}")
+
+
+@pytest.mark.parametrize("name", available_schedules())
+@pytest.mark.parametrize("warmup_steps", [0, 7])
+def test_peak_lr_of_the_config_schedules(name, warmup_steps):
+  # build() hands AdaBound the config's schedule: its peak is the config's lr.
+  schedule = make_schedule(name, peak=0.3, total_steps=100, warmup_steps=warmup_steps,
+                           milestones=(40,))
+  assert float(peak_lr(schedule, jnp.zeros([]))) == pytest.approx(0.3)
+  assert float(peak_lr(schedule, jnp.ones([]))) == 1.0  # never below the current lr
 
 
 SOPHIA = dict(lr=0.01, betas=(0.9, 0.95), rho=0.03, weight_decay=0.2)

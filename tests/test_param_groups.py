@@ -84,7 +84,7 @@ def test_build_applies_layer_decay_and_multipliers():
   c.hparams = ml_collections.ConfigDict({"momentum": 0.0, "weight_decay": 0.0})
   c.layer_decay = 0.5
   c.lr_multipliers = (("^head/", 2.0),)
-  tx, _ = optim.build(c, total_steps=10)
+  tx = optim.build(c, total_steps=10).tx
   params = _vit_like_params()
   grads = jax.tree.map(np.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
@@ -127,7 +127,7 @@ def test_lamb_clips_by_the_norm_over_both_weight_decay_groups():
   c = config_lib.base_config().optim
   c.name, c.lr, c.schedule = "lamb", 1e-2, "constant"
   c.hparams = ml_collections.ConfigDict({"weight_decay": 0.1, "max_grad_norm": 1.0})
-  tx, _ = optim.build(c, total_steps=10)
+  tx = optim.build(c, total_steps=10).tx
   params = _vit_like_params()
   grads = [jax.tree.map(lambda g: 5 * g, g) for g in _grads(params)]  # global norm far above 1
   got, _ = _run(tx, params, grads)

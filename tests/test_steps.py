@@ -7,7 +7,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxlab import models, steps
+from jaxlab import models, optim, steps
+from jaxlab.optim import Optimizer
 from jaxlab.state import ModelGraph, TrainState
 from jaxlab.tasks.classification import Classification
 
@@ -46,7 +47,7 @@ class JitVariantsTest(chex.TestCase):
   def test_train_step_decreases_loss_and_updates_batch_stats(self):
     module = models.create("small_cnn", num_classes=10, rngs=nnx.Rngs(0))
     graph, tx, state = _setup(module)
-    step = self.variant(steps.make_train_step(Classification(), graph, tx, optax.constant_schedule(0.1)))
+    step = self.variant(steps.make_train_step(Classification(), graph, Optimizer(tx, optax.constant_schedule(0.1))))
     batch, losses = _batch(), []
     before = jax.tree.map(np.asarray, state.model_state)
     for _ in range(5):
@@ -63,7 +64,7 @@ class JitVariantsTest(chex.TestCase):
 def test_jit_and_no_jit_give_the_same_state():
   module = models.create("small_cnn", num_classes=10, rngs=nnx.Rngs(0))
   graph, tx, state = _setup(module)
-  step = steps.make_train_step(Classification(), graph, tx, optax.constant_schedule(0.1))
+  step = steps.make_train_step(Classification(), graph, Optimizer(tx, optax.constant_schedule(0.1)))
   eager, _ = step(state, _batch())
   jitted, _ = jax.jit(step)(state, _batch())
   chex.assert_trees_all_close(eager.params, jitted.params, rtol=1e-5, atol=1e-6)
@@ -71,8 +72,8 @@ def test_jit_and_no_jit_give_the_same_state():
 
 def test_gradient_accumulation_equals_full_batch():
   graph, tx, state = _setup(TinyMLP(nnx.Rngs(1)))
-  full = jax.jit(steps.make_train_step(Classification(), graph, tx, optax.constant_schedule(0.1)))
-  accum = jax.jit(steps.make_train_step(Classification(), graph, tx, optax.constant_schedule(0.1),
+  full = jax.jit(steps.make_train_step(Classification(), graph, Optimizer(tx, optax.constant_schedule(0.1))))
+  accum = jax.jit(steps.make_train_step(Classification(), graph, Optimizer(tx, optax.constant_schedule(0.1)),
                                         grad_accum_steps=4))
   s1, m1 = full(state, _batch(32))
   s4, m4 = accum(state, _batch(32))
@@ -84,7 +85,7 @@ def test_gradient_accumulation_equals_full_batch():
 def test_bfloat16_compute_keeps_float32_params():
   module = models.create("small_cnn", num_classes=10, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
   graph, tx, state = _setup(module)
-  step = jax.jit(steps.make_train_step(Classification(), graph, tx, optax.constant_schedule(0.1)))
+  step = jax.jit(steps.make_train_step(Classification(), graph, Optimizer(tx, optax.constant_schedule(0.1))))
   state, metrics = step(state, _batch())
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
   assert np.isfinite(metrics["loss"])
@@ -93,7 +94,8 @@ def test_bfloat16_compute_keeps_float32_params():
 def test_clipping_bounds_the_update():
   tx = optax.chain(optax.clip_by_global_norm(1e-3), optax.sgd(1.0))
   graph, tx, state = _setup(TinyMLP(nnx.Rngs(1)), tx)
-  new, metrics = jax.jit(steps.make_train_step(Classification(), graph, tx, optax.constant_schedule(1.0)))(
+  new, metrics = jax.jit(steps.make_train_step(Classification(), graph,
+                                              Optimizer(tx, optax.constant_schedule(1.0))))(
       state, _batch())
   update = optax.tree.norm(jax.tree.map(jnp.subtract, new.params, state.params))
   assert float(metrics["grad_norm"]) > 1e-2  # the raw gradient is much larger than the clip
@@ -102,7 +104,7 @@ def test_clipping_bounds_the_update():
 
 def test_dropout_draws_from_step_rng():
   graph, tx, state = _setup(TinyMLP(nnx.Rngs(1), dropout=0.5))
-  step = jax.jit(steps.make_train_step(Classification(), graph, tx, optax.constant_schedule(0.1)))
+  step = jax.jit(steps.make_train_step(Classification(), graph, Optimizer(tx, optax.constant_schedule(0.1))))
   a, _ = step(state, _batch())
   b, _ = step(state, _batch())
   chex.assert_trees_all_equal(a.params, b.params)  # same state, same step: same mask
@@ -128,7 +130,7 @@ def test_eval_step_sums_only_real_examples():
 
 def test_non_finite_update_is_dropped_and_counted():
   graph, tx, state = _setup(TinyMLP(nnx.Rngs(1)))
-  step = jax.jit(steps.make_train_step(Classification(), graph, tx, optax.constant_schedule(0.1)))
+  step = jax.jit(steps.make_train_step(Classification(), graph, Optimizer(tx, optax.constant_schedule(0.1))))
   good, metrics = step(state, _batch())
   assert float(metrics["skipped"]) == 0.0
   bad_batch = _batch()
@@ -143,9 +145,10 @@ def test_sam_step_uses_the_gradient_at_the_perturbed_point():
   from jaxlab.optim.recent_optimizers import sam_perturbation  # pylint: disable=import-outside-toplevel
   graph, tx, state = _setup(TinyMLP(nnx.Rngs(1)), optax.sgd(1.0))
   batch = _batch()
-  plain_step = jax.jit(steps.make_train_step(Classification(), graph, tx, optax.constant_schedule(1.0)))
-  sam_step = jax.jit(steps.make_train_step(Classification(), graph, tx, optax.constant_schedule(1.0),
-                                           sam=(0.05, False)))
+  plain_step = jax.jit(steps.make_train_step(Classification(), graph, Optimizer(tx, optax.constant_schedule(1.0))))
+  sam_needs = optim.entry("sam").needs({"rho": 0.05})  # the registry entry carries SAM's step
+  sam_step = jax.jit(steps.make_train_step(Classification(), graph,
+                                           Optimizer(tx, optax.constant_schedule(1.0), sam_needs)))
   plain, _ = plain_step(state, batch)
   grads = jax.tree.map(jnp.subtract, state.params, plain.params)  # sgd(1.0): the update is -grad
   perturbed = jax.tree.map(jnp.add, state.params, sam_perturbation(grads, state.params, 0.05))

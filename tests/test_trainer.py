@@ -125,8 +125,8 @@ def _sophia_hessian(opt_state):
 
 def test_sophia_gets_a_hessian_estimate_every_k_steps():
   config = load_config_file("configs/quickstart.py")
-  config.optim.name, config.optim.lr, config.optim.hessian_every = "sophia", 1e-3, 3
-  config.optim.hparams = {"weight_decay": 0.1, "rho": 0.05}
+  config.optim.name, config.optim.lr = "sophia", 1e-3
+  config.optim.hparams = {"weight_decay": 0.1, "rho": 0.05, "hessian_every": 3}
   setup = trainer.build(config)
   state = trainer.initial_state(setup)
   train_step, _ = trainer.compile_steps(setup)

@@ -57,7 +57,8 @@ def test_gan_terms_reach_only_their_own_side_after_disc_start():
            "label": jnp.zeros((8,), jnp.int32)}
   task = tasks.from_config(config.task)
   with nnx.use_eager_sharding(False):
-    model = task.init(config, info, nnx.Rngs(params=0, dropout=1))
+    model = tasks.make_model(task, config.model, info, config.compute_dtype,
+                             jax.random.PRNGKey(0))
   graph = ModelGraph.of(model)  # as the train step does it
   params, model_state = ModelGraph.state_of(model)
 
@@ -145,15 +146,15 @@ def test_maskgit_samples_come_from_the_sampling_entry(maskgit_run):
   assert np.isfinite(a["samples"]).all() and a["images"].std() > 0
   assert a["labels"].tolist() == [i % 10 for i in range(12)] and a["num_classes"] == 10
   assert a["sampler"] == "maskgit" and a["steps"] == a["nfe"] == config.task.sampling.steps
-  assert a["guidance"] == 1.0 + config.task.sampling.guidance_scale
+  assert a["guidance"] == config.task.sampling.guidance
   np.testing.assert_array_equal(sample_run(workdir, **kw)["images"], a["images"])  # same seed
   # Same seed, other decoding settings: the images change only if the overrides reach the decoder.
   b = sample_run(workdir, steps=2, guidance=3.0, **kw)
   assert (b["steps"], b["nfe"], b["guidance"]) == (2, 2, 3.0)
   assert not np.array_equal(b["images"], a["images"])
-  with pytest.raises(SampleError, match="decodes with 'maskgit'; --sampler=heun is for diffusion runs"):
+  with pytest.raises(SampleError, match="decodes with 'maskgit'; sampler 'heun' is for diffusion runs"):
     sample_run(workdir, num=4, sampler="heun")
-  with pytest.raises(SampleError, match="--eta is DDIM's; a 'maskgit' run takes none"):
+  with pytest.raises(SampleError, match="a 'maskgit' run takes no sampling option\\(s\\) eta; valid: sampler, steps, guidance"):
     sample_run(workdir, num=4, eta=0.5)
 
 
@@ -167,7 +168,8 @@ def test_accelerator_configs_validate_and_build_abstractly(spec, image_shape, nu
   info = data.DatasetInfo(config.dataset.name, num_classes, image_shape, 50_000, 10_000, "train",
                           config.dataset.eval_split)
   task = tasks.from_config(config.task)
-  model = nnx.eval_shape(lambda: task.init(config, info, nnx.Rngs(params=0, dropout=1)))
+  model = nnx.eval_shape(lambda: tasks.make_model(task, config.model, info, config.compute_dtype,
+                                                  jax.random.PRNGKey(0)))
   params = nnx.state(model, nnx.Param)
   assert sum(x.size for x in jax.tree.leaves(params)) > 1_000_000
   if code_count is not None:  # MaskGIT over the f16 tokenizer's 16x16 codes, 1024 + MASK tokens

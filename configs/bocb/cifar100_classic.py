@@ -12,9 +12,10 @@ SGD-family optimizers and need adaptive ones. Not run here (no accelerator).
 
 Recipe: configs/cifar100_classic.py (random crop with 4-pixel padding + horizontal flip,
 cross-entropy, cosine lr without warm-up, 200 epochs, batch 100); backbones in their CIFAR form
-(`cifar=True`: 32x32 input, small-image stem), named as in issue 4 / timm. Optimizers are the 20 of issue 3 under their
-registry names, with PyTorch keyword names; fixed hyperparameters and lr grids are centred on the
-usual values for each (a 3x step), not the paper's per-optimizer tuned values.
+(`cifar=True`: 32x32 input, small-image stem), named as in timm. Optimizers are 20 of
+`jaxlab.optim.available()` under their registry names, with PyTorch keyword names; fixed
+hyperparameters and lr grids are centred on the usual values for each (a 3x step), not the
+paper's per-optimizer tuned values.
 """
 
 import pathlib
@@ -56,7 +57,7 @@ OPTIMIZERS = {
 
 
 def _recipe(name: str):
-  """Issue 4's training recipe `configs/NAME.py` (its backbone is replaced cell by cell)."""
+  """The training recipe `configs/NAME.py` (its backbone is replaced cell by cell)."""
   return load_config_file(str(pathlib.Path(__file__).parents[1] / f"{name}.py"))
 
 

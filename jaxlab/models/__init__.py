@@ -1,4 +1,4 @@
-"""Model registry: `create(name, num_classes=..., rngs=...)`, `available()`, `register(name)`."""
+"""Model registry: `create(name)` with timm.create_model's defaults, `available()`, `register()`."""
 
 from jaxlab.models.registry import available, check_kwargs, create, register
 

@@ -1,6 +1,10 @@
 """The full optimizer of a training config: schedule, clipping, weight-decay groups, averaging.
 
-    tx, schedule = jaxlab.optim.build(config.optim, params, total_steps=..., steps_per_epoch=...)
+    optimizer = jaxlab.optim.build(config.optim, total_steps=..., steps_per_epoch=...)
+    optimizer.tx, optimizer.schedule, optimizer.needs, optimizer.average_model_state
+
+One build serves the trainer, the study engine and restore/export: what an optimizer needs from
+the step (`needs`, see registry.StepNeeds) comes from its registry entry, never from its name.
 
 Order of the chain: clip the global gradient norm → the optimizer, split into a group with
 weight decay and one without (biases, 1-D parameters and configured patterns, as timm's
@@ -11,6 +15,7 @@ parameters of every step.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import jax
@@ -19,11 +24,8 @@ import optax
 
 from jaxlab.optim import averaging
 from jaxlab.optim.param_groups import param_path, scale_by_param_group
-from jaxlab.optim.registry import create, entry
+from jaxlab.optim.registry import NO_NEEDS, StepNeeds, create, entry
 from jaxlab.optim.schedules import make_schedule
-
-# Optimizers that clip by the global gradient norm over all parameter groups, and the keyword.
-_GLOBAL_CLIP_HPARAM = {"lamb": "max_grad_norm"}
 
 AVERAGING = {"ema": averaging.ema, "sema": averaging.sema, "swa": averaging.swa,
              "lookahead": averaging.lookahead}
@@ -68,10 +70,19 @@ def schedule_from_config(optim_config: ml_collections.ConfigDict, *, total_steps
       gamma=optim_config.get("gamma", 0.1))
 
 
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """Everything a train step needs to know about the optimizer of a config."""
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule  # the learning rate, logged as `lr`
+  needs: StepNeeds = NO_NEEDS  # what the step provides besides tx.update(grads, opt_state, params)
+  average_model_state: bool = False  # model state (batch statistics) averaged like the parameters
+
+
 def build(optim_config: ml_collections.ConfigDict, *, total_steps: int,
           steps_per_epoch: int | None = None, schedule: optax.Schedule | None = None,
-          hparams: dict | None = None) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """The optimizer a config asks for, and its learning-rate schedule (logged as `lr`).
+          hparams: dict | None = None) -> Optimizer:
+  """The optimizer a config asks for, with its learning-rate schedule and step needs.
 
   `schedule` and `hparams` replace the config's schedule and `optim_config.hparams`; their values
   may be traced arrays (jaxlab.study vmaps one program over cells that differ only in them).
@@ -79,8 +90,12 @@ def build(optim_config: ml_collections.ConfigDict, *, total_steps: int,
   if schedule is None:
     schedule = schedule_from_config(optim_config, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
   hparams = dict(optim_config.hparams if hparams is None else hparams)
+  found = entry(optim_config.name)
+  needs = found.needs(hparams)
+  # Step hyperparameters (SophiaG's hessian_every) are the step's: not the transformation's.
+  hparams = {k: v for k, v in hparams.items() if k not in found.step_hparams}
   tx = create(optim_config.name, lr=schedule, **hparams)
-  decays = hparams.get("weight_decay", entry(optim_config.name).defaults.get("weight_decay", 0))
+  decays = found.resolve(hparams).get("weight_decay", 0)
   exclude = tuple(optim_config.get("weight_decay_exclude", ()))
   exclude_1d = optim_config.get("weight_decay_exclude_1d", True)
   # A traced weight decay (a study's per-cell value) may be non-zero: keep the groups.
@@ -90,9 +105,9 @@ def build(optim_config: ml_collections.ConfigDict, *, total_steps: int,
     # gradient clipping (timm's Lamb) spans every group: it moves in front of the split.
     # (Prodigy's step-size estimate d is per group here, as schedule-free AdamW's averaging is.)
     global_clip = None
-    if optim_config.name in _GLOBAL_CLIP_HPARAM:
-      key = _GLOBAL_CLIP_HPARAM[optim_config.name]
-      global_clip = hparams.get(key, entry(optim_config.name).defaults.get(key))
+    key = found.global_clip_key(hparams)
+    if key is not None:
+      global_clip = found.resolve(hparams)[key]
       hparams[key] = None
       tx = create(optim_config.name, lr=schedule, **hparams)
     no_decay = create(optim_config.name, lr=schedule, **{**hparams, "weight_decay": 0.0})
@@ -111,11 +126,13 @@ def build(optim_config: ml_collections.ConfigDict, *, total_steps: int,
         multipliers, layer_decay, tuple(optim_config.get("layer_decay_layers", ()))))
 
   averaging_config = optim_config.get("averaging", None)
-  if averaging_config is not None and averaging_config.name != "none":
+  averaged = averaging_config is not None and averaging_config.name != "none"
+  if averaged:
     kwargs = dict(averaging_config.get("hparams", {}))
     if "switch_every_epochs" in kwargs:
       if steps_per_epoch is None:
         raise ValueError("switch_every_epochs needs the number of steps per epoch")
       kwargs["switch_every"] = max(1, round(kwargs.pop("switch_every_epochs") * steps_per_epoch))
     tx = optax.chain(tx, AVERAGING[averaging_config.name](**kwargs))
-  return tx, schedule
+  return Optimizer(tx, schedule, needs,
+                   average_model_state=averaged and averaging_config.get("average_model_state", True))

@@ -31,6 +31,7 @@ import optax
 
 from jaxlab.optim.learning_rate import lr_at
 from jaxlab.optim.registry import register
+from jaxlab.optim.transforms import cast_like, need_params, one_minus_pow, unzip
 
 COEFFICIENTS = {
     "original": [(3.4445, -4.7750, 2.0315)],
@@ -145,36 +146,29 @@ def build(*, lr, weight_decay, momentum, nesterov, ns_steps, ns_coefficients, ep
     return MuonState(jnp.zeros([], jnp.int32), mu, nu)
 
   def update(updates, state, params=None):
-    if params is None:
-      raise ValueError("muon needs `params` in update(): its weight decay reads the parameters")
+    need_params(params, "muon")
     lr_t = lr_at(lr, state.count)
-    step = (state.count + 1).astype(jnp.float32)
+    step = optax.safe_increment(state.count)
     fb_lr = lr_t * fallback_lr_scale
-    bc1 = 1 - beta1 ** step
-    bc2_sqrt = jnp.sqrt(1 - beta2 ** step)
+    bc1, bc2_sqrt = one_minus_pow(beta1, step), jnp.sqrt(one_minus_pow(beta2, step))
 
     def one(g, p, mu, nu):
       g = g.astype(jnp.float32)
       if suitable_for_muon(p.shape):
         buf = mu + (1 - momentum) * (g - mu)
         u = g + momentum * (buf - g) if nesterov else buf
-        ortho = newton_schulz(u.reshape(u.shape[0], -1), ns_steps, coefficients, eps, safety_factor, ns_dtype)
+        ortho = newton_schulz(u.reshape(u.shape[0], -1), ns_steps, coefficients, eps,
+                              safety_factor, ns_dtype)
         scale = _lr_scale(ortho.shape[0], ortho.shape[1], adjust_lr_fn)
-        new_p = p * (1 - lr_t * weight_decay) - lr_t * scale * ortho.reshape(p.shape)
-        return (new_p - p).astype(p.dtype), buf, nu
+        return -lr_t * weight_decay * p - lr_t * scale * ortho.reshape(p.shape), buf, nu
       exp_avg = mu + (1 - beta1) * (g - mu)
       exp_avg_sq = nu * beta2 + (1 - beta2) * g * g
       m = exp_avg + (1 - beta1) * (g - exp_avg) if nesterov else exp_avg  # timm's nadamw
       denom = jnp.sqrt(exp_avg_sq) / bc2_sqrt + eps
-      new_p = p * (1 - fb_lr * weight_decay) - (fb_lr / bc1) * m / denom
-      return (new_p - p).astype(p.dtype), exp_avg, exp_avg_sq
+      return -fb_lr * weight_decay * p - (fb_lr / bc1) * m / denom, exp_avg, exp_avg_sq
 
-    is_masked = lambda x: isinstance(x, optax.MaskedNode)
-    out = jax.tree.map(one, updates, params, state.mu, state.nu, is_leaf=is_masked)
-    leaf = lambda x: isinstance(x, tuple) and not is_masked(x)
-    new_updates = jax.tree.map(lambda o: o[0], out, is_leaf=leaf)
-    mu = jax.tree.map(lambda o: o[1], out, is_leaf=leaf)
-    nu = jax.tree.map(lambda o: o[2], out, is_leaf=leaf)
-    return new_updates, MuonState(state.count + 1, mu, nu)
+    # nu holds MaskedNode at Muon leaves: a subtree of the grads' leaf, passed through as is.
+    new_updates, mu, nu = unzip(jax.tree.map(one, updates, params, state.mu, state.nu), updates, 3)
+    return cast_like(new_updates, params), MuonState(step, mu, nu)
 
   return optax.GradientTransformation(init, update)

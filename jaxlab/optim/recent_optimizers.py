@@ -5,12 +5,13 @@ written as an optax GradientTransformation whose update is `new_params - params`
 float or an optax schedule, read at the transformation's own step count.
 
 SAM is not a transformation of one gradient: it needs a second gradient at perturbed parameters.
-`sam_gradient` computes it inside the train step; `sam(...)` bundles the inner optimizer with its
-`rho` and `adaptive` so the step knows to call it.
+Its registry entry declares that need (`StepNeeds.gradient`): the train step computes it with
+`sam_gradient`, then the base optimizer updates with it.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -18,16 +19,8 @@ import jax.numpy as jnp
 import optax
 
 from jaxlab.optim.learning_rate import lr_at
-from jaxlab.optim.registry import create, register
-
-
-def _need_params(params, name):
-  if params is None:
-    raise ValueError(f"{name} needs `params` in update(): its step reads the parameters")
-
-
-def _cast_like(updates, params):
-  return jax.tree.map(lambda u, p: u.astype(p.dtype), updates, params)
+from jaxlab.optim.registry import StepNeeds, create, register
+from jaxlab.optim.transforms import cast_like, flat_state, need_params, one_minus_pow, unzip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +65,7 @@ def schedule_free_adamw(lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.
         optax.tree.zeros_like(params))
 
   def update(grads, state, params=None):
-    _need_params(params, "schedule_free_adamw")
+    need_params(params, "schedule_free_adamw")
     k1 = (state.count + 1).astype(jnp.float32)
     sched = jnp.minimum(k1 / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
     lr_t = lr_at(lr, state.count) * sched
@@ -80,7 +73,7 @@ def schedule_free_adamw(lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.
     weight = k1 ** r * lr_max ** weight_lr_power
     weight_sum = state.weight_sum + weight
     ckp1 = jnp.where(weight_sum == 0, 0.0, weight / jnp.where(weight_sum == 0, 1.0, weight_sum))
-    bias_correction2 = 1 - beta2 ** k1
+    bias_correction2 = one_minus_pow(beta2, k1)
 
     def leaf(g, y, z, v):
       v = beta2 * v + (1 - beta2) * g * g
@@ -91,10 +84,9 @@ def schedule_free_adamw(lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.
       return u, z - lr_t * g_hat, v
 
     out = jax.tree.map(leaf, grads, params, state.z, state.exp_avg_sq)
-    pick = lambda i: jax.tree.map(lambda _, o: o[i], grads, out)
-    return (_cast_like(pick(0), params),
-            ScheduleFreeAdamWState(state.count + 1, weight_sum, lr_max, state.beta1, pick(1),
-                                   pick(2)))
+    u, z, v = unzip(out, grads, 3)
+    return (cast_like(u, params),
+            ScheduleFreeAdamWState(state.count + 1, weight_sum, lr_max, state.beta1, z, v))
 
   return optax.GradientTransformation(init, update)
 
@@ -177,12 +169,13 @@ def prodigy(lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, weight_decay=0.0, 
                         jax.tree.map(jnp.copy, params))
 
   def update(grads, state, params=None):
-    _need_params(params, "prodigy")
+    need_params(params, "prodigy")
     lr_t = lr_at(lr, state.count)
     active = lr_t > 0  # the reference skips every parameter of a group with lr 0
     d = state.d
     k1 = (state.k + 1).astype(jnp.float32)
-    bias_correction = jnp.sqrt(1 - beta2 ** k1) / (1 - beta1 ** k1) if use_bias_correction else 1.0
+    bias_correction = (jnp.sqrt(one_minus_pow(beta2, k1)) / one_minus_pow(beta1, k1)
+                       if use_bias_correction else 1.0)
     dlr = d * lr_t * bias_correction
     if weight_decay != 0 and not decouple:
       grads = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
@@ -215,7 +208,7 @@ def prodigy(lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, weight_decay=0.0, 
 
     updates = jax.tree.map(leaf, params, grads, exp_avg, exp_avg_sq)
     pick = lambda new, old: jnp.where(proceed, new, old)
-    return (_cast_like(updates, params),
+    return (cast_like(updates, params),
             ProdigyState(state.count + 1, state.k + proceed.astype(jnp.int32), pick(new_d, d),
                          pick(d_max, state.d_max), pick(d_numerator, state.d_numerator),
                          exp_avg, exp_avg_sq, s, state.p0))
@@ -232,9 +225,10 @@ class SoapState(NamedTuple):
   exp_avg: Any  # kept in the eigenbasis, as the reference keeps it
   exp_avg_sq: Any
   # Every (d, d) statistic and eigenbasis, flattened and concatenated (leaf order, then dim): one
-  # vector each, which `optax.tree_map_params` (the sharding code) leaves replicated.
-  gg: jax.Array
-  q: jax.Array
+  # vector each, which `optax.tree_map_params` (the sharding code) leaves replicated; a scalar 0
+  # where no dim is preconditioned (a group of 1-D parameters).
+  gg: Any
+  q: Any
 
 
 def _preconditioned_dims(shape, max_precond_dim, precondition_1d):
@@ -269,8 +263,7 @@ def _unpack(flat, shapes, max_precond_dim, precondition_1d):
 
 
 def _pack(mats):
-  parts = [m.reshape(-1) for ms in mats for m in ms if m is not None]
-  return jnp.concatenate(parts) if parts else jnp.zeros([0], jnp.float32)
+  return flat_state([m for ms in mats for m in ms if m is not None])
 
 
 def _eigenbasis(m):
@@ -328,7 +321,7 @@ def soap(lr=3e-3, betas=(0.95, 0.95), shampoo_beta=-1, eps=1e-8, weight_decay=0.
     size = sum(n * n for shape in shapes_of(params)
                for n, on in zip(shape, _preconditioned_dims(shape, *layout)) if on)
     zeros = lambda: optax.tree.zeros_like(params)
-    flat = jnp.zeros([size], jnp.float32)
+    flat = flat_state([jnp.zeros([size], jnp.float32)])
     return SoapState(jnp.zeros([], jnp.int32), zeros(), zeros(), flat, flat)
 
   def first_call(grads, state, params):
@@ -346,7 +339,7 @@ def soap(lr=3e-3, betas=(0.95, 0.95), shampoo_beta=-1, eps=1e-8, weight_decay=0.
     lr_t = lr_at(lr, state.count)
     step_size = lr_t
     if correct_bias:
-      step_size = step_size * jnp.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+      step_size = step_size * jnp.sqrt(one_minus_pow(beta2, step)) / one_minus_pow(beta1, step)
     refresh = state.count % precondition_frequency == 0
     treedef = jax.tree.structure(params)
     leaves = zip(treedef.flatten_up_to(grads), treedef.flatten_up_to(params),
@@ -375,12 +368,12 @@ def soap(lr=3e-3, betas=(0.95, 0.95), shampoo_beta=-1, eps=1e-8, weight_decay=0.
       m, v, qs = jax.lax.cond(refresh, rotate, lambda m, v: (m, v, qs), m, v)
       outs.append((u, m, v, gg, qs))
     col = lambda i: [o[i] for o in outs]
-    return (_cast_like(treedef.unflatten(col(0)), params),
+    return (cast_like(treedef.unflatten(col(0)), params),
             SoapState(state.count + 1, treedef.unflatten(col(1)), treedef.unflatten(col(2)),
                       _pack(col(3)), _pack(col(4))))
 
   def update(grads, state, params=None):
-    _need_params(params, "soap")
+    need_params(params, "soap")
     return jax.lax.cond(state.count == 0, first_call, later_call, grads, state, params)
 
   return optax.GradientTransformation(init, update)
@@ -429,14 +422,13 @@ class SamTransformation(NamedTuple):
 def sam(base_optimizer: str | optax.GradientTransformation = "sgd", rho=0.05, adaptive=False,
         **base_hparams) -> SamTransformation:
   """SAM as the reference (davda54/sam `SAM(params, base_optimizer, rho, adaptive, **kwargs)`)
-  wraps an optimizer: given by name (with its hyperparameters) or as a transformation.
+  wraps an optimizer: given by name (with its hyperparameters, `lr` included) or as a
+  transformation.
 
   optax.contrib.sam differs: it is a transformation that alternates adversarial and real steps
   (each SAM step costs two `update` calls, the data pipeline feeding both), has no ASAM
   `adaptive`, and normalises per call with its own `sync_period` conventions.
   """
-  if rho < 0:
-    raise ValueError(f"sam: rho must be non-negative, got {rho}")
   if isinstance(base_optimizer, str):
     tx = create(base_optimizer, **base_hparams)
   elif base_hparams:
@@ -446,8 +438,18 @@ def sam(base_optimizer: str | optax.GradientTransformation = "sgd", rho=0.05, ad
   return SamTransformation(tx.init, tx.update, rho, adaptive)
 
 
-@register("sam", reference="SAM (davda54/sam)", base_optimizer="sgd", rho=0.05, adaptive=False,
-          base_hparams=None)
-def _sam(base_optimizer, rho, adaptive, base_hparams):
-  # The reference's **kwargs (the base optimizer's hyperparameters) travel as `base_hparams`.
-  return sam(base_optimizer, rho=rho, adaptive=adaptive, **(base_hparams or {}))
+def _sam_needs(hparams: dict) -> StepNeeds:
+  """The train step takes SAM's gradient (two forward/backward passes) for the base update."""
+  if not isinstance(hparams["rho"], jax.Array) and hparams["rho"] < 0:
+    raise ValueError(f"sam: rho must be non-negative, got {hparams['rho']}")
+  return StepNeeds(gradient=functools.partial(sam_gradient, rho=hparams["rho"],
+                                              adaptive=bool(hparams["adaptive"]), has_aux=True))
+
+
+# The reference's **kwargs (the base optimizer's hyperparameters, lr and weight_decay included)
+# are this entry's hyperparameters too: `hparams = {"base_optimizer": "adamw", "rho": 0.05,
+# "weight_decay": 0.05}`.
+@register("sam", reference="SAM (davda54/sam)", step_needs=_sam_needs, wraps="base_optimizer",
+          base_optimizer="sgd", rho=0.05, adaptive=False)
+def _sam(base_optimizer, rho, adaptive, **base_hparams):
+  return sam(base_optimizer, rho=rho, adaptive=adaptive, **base_hparams)

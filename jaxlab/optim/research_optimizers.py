@@ -1,13 +1,15 @@
 """Research optimizers outside torch.optim: Adan, NovoGrad, Adafactor, AdaBound, SophiaG, ADOPT.
 
 Each is a transcription of its PyTorch reference's `step()` (named in the registry entry), written
-as an optax GradientTransformation whose update is `new_params - params`. `lr` may be a float or an
-optax schedule, read at the transformation's own step count.
+as an optax GradientTransformation. `lr` may be a float or an optax schedule, read at the
+transformation's own step count. AdaBound is lr times an lr-free direction, chained with L2 decay
+and the lr as optax composes; the others couple lr, weight decay and the step (proximal decay,
+decay skipped on the first step, the lr inside the step) and compute `new_params - params`.
 
 State that is one number per parameter (NovoGrad's layer-wise second moment) or has another shape
 than its parameter (Adafactor's factored row/column statistics) is kept as one flat vector per
-kind, so `optax.tree_map_params` (the sharding code) replicates it instead of sharding it with a
-parameter's spec of another rank.
+kind (`transforms.flat_state`), so `optax.tree_map_params` (the sharding code) replicates it
+instead of sharding it with a parameter's spec of another rank.
 """
 
 from __future__ import annotations
@@ -20,25 +22,9 @@ import jax.numpy as jnp
 import optax
 
 from jaxlab.optim.learning_rate import lr_at
-from jaxlab.optim.registry import register
-
-
-def _need_params(params, name):
-  if params is None:
-    raise ValueError(f"{name} needs `params` in update(): its step reads the parameters")
-
-
-def _cast_like(updates, params):
-  # Updates are computed as `new_p - p` worked out by hand (not subtracted), so a step much
-  # smaller than |p| keeps its float32 precision.
-  return jax.tree.map(lambda u, p: u.astype(p.dtype), updates, params)
-
-
-def _caution_mask(exp_avg, grad):
-  # 'Cautious Optimizers' (arXiv 2411.16085) as timm writes it: keep the momentum entries that
-  # agree in sign with the gradient, rescaled by the kept fraction (at least 1e-3).
-  mask = (exp_avg * grad > 0).astype(grad.dtype)
-  return mask / jnp.maximum(jnp.mean(mask), 1e-3)
+from jaxlab.optim.registry import StepNeeds, register
+from jaxlab.optim.transforms import (apply_caution, cast_like, flat_state, need_float_lr,
+                                     need_params, one_minus_pow, peak_lr, unzip, with_weight_decay)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,13 +54,13 @@ def adan(lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0, no_prox=
     return AdanState(jnp.zeros([], jnp.int32), zeros(), zeros(), zeros(), zeros())
 
   def update(grads, state, params=None):
-    _need_params(params, "adan")
+    need_params(params, "adan")
     step = state.count + 1
     t = step.astype(jnp.float32)
     lr_t = lr_at(lr, state.count)
-    bias_correction1 = 1 - beta1 ** t
-    bias_correction2 = 1 - beta2 ** t
-    bias_correction3_sqrt = jnp.sqrt(1 - beta3 ** t)
+    bias_correction1 = one_minus_pow(beta1, t)
+    bias_correction2 = one_minus_pow(beta2, t)
+    bias_correction3_sqrt = jnp.sqrt(one_minus_pow(beta3, t))
 
     def leaf(g, p, m, n, d, prev):
       diff = jnp.where(step == 1, jnp.zeros_like(g), g - prev)
@@ -83,7 +69,7 @@ def adan(lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0, no_prox=
       nesterov_grad = g + beta2 * diff
       n = beta3 * n + (1 - beta3) * nesterov_grad * nesterov_grad
       denom = jnp.sqrt(n) / bias_correction3_sqrt + eps
-      m_used = m * _caution_mask(m, g) if caution else m
+      m_used = apply_caution(m, g) if caution else m
       step_dir = (lr_t / bias_correction1) * m_used / denom + (lr_t * beta2 / bias_correction2) * d / denom
       if no_prox:  # p·(1 - lr·wd) - step
         u = -lr_t * weight_decay * p - step_dir
@@ -93,9 +79,8 @@ def adan(lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0, no_prox=
 
     out = jax.tree.map(leaf, grads, params, state.exp_avg, state.exp_avg_sq, state.exp_avg_diff,
                        state.prev_grad)
-    pick = lambda i: jax.tree.map(lambda _, o: o[i], grads, out)
-    return (_cast_like(pick(0), params),
-            AdanState(step, pick(1), pick(2), pick(3), grads))
+    u, m, n, d = unzip(out, grads, 4)
+    return cast_like(u, params), AdanState(step, m, n, d, grads)
 
   return optax.GradientTransformation(init, update)
 
@@ -124,16 +109,16 @@ def novograd(lr=1e-3, betas=(0.95, 0.98), eps=1e-8, weight_decay=0.0, grad_avera
   in another order and has no amsgrad.
   """
   beta1, beta2 = betas
-  if corrected_weight_decay and callable(lr):
-    raise ValueError("novograd: corrected_weight_decay needs a float lr (timm snapshots the peak lr)")
+  if corrected_weight_decay:
+    need_float_lr(lr, "novograd")
 
   def init(params):
     n = len(jax.tree.leaves(params))
-    return NovoGradState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params),
-                         jnp.zeros([n], jnp.float32), jnp.zeros([n], jnp.float32))
+    zeros = flat_state([jnp.zeros([n], jnp.float32)])
+    return NovoGradState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params), zeros, zeros)
 
   def update(grads, state, params=None):
-    _need_params(params, "novograd")
+    need_params(params, "novograd")
     lr_t = lr_at(lr, state.count)
     g_leaves, treedef = jax.tree.flatten(grads)
     p_leaves = treedef.flatten_up_to(params)
@@ -159,11 +144,9 @@ def novograd(lr=1e-3, betas=(0.95, 0.98), eps=1e-8, weight_decay=0.0, grad_avera
       new_m.append(m)
       new_v.append(v)
       new_vmax.append(vmax)
-    n = len(g_leaves)
-    stack = lambda xs: jnp.stack(xs) if n else jnp.zeros([0], jnp.float32)
-    return (_cast_like(treedef.unflatten(new_u), params),
-            NovoGradState(state.count + 1, treedef.unflatten(new_m), stack(new_v),
-                          stack(new_vmax)))
+    return (cast_like(treedef.unflatten(new_u), params),
+            NovoGradState(state.count + 1, treedef.unflatten(new_m), flat_state(new_v),
+                          flat_state(new_vmax)))
 
   return optax.GradientTransformation(init, update)
 
@@ -244,12 +227,12 @@ def adafactor(lr=None, eps=1e-30, eps_scale=1e-3, clip_threshold=1.0, decay_rate
   def init(params):
     leaves = jax.tree.leaves(params)
     _, sizes = _adafactor_layout([x.shape for x in leaves], min_dim_size_to_factor)
-    flat = lambda kind: jnp.zeros([sizes[kind]], jnp.float32)
+    flat = lambda kind: flat_state([jnp.zeros([sizes[kind]], jnp.float32)])
     exp_avg = optax.tree.zeros_like(params) if beta1 is not None else ()
     return AdafactorState(jnp.zeros([], jnp.int32), exp_avg, flat("row"), flat("col"), flat("full"))
 
   def update(grads, state, params=None):
-    _need_params(params, "adafactor")
+    need_params(params, "adafactor")
     step = state.count + 1
     t = step.astype(jnp.float32)
     beta2t = 1.0 - t ** decay_rate
@@ -289,14 +272,14 @@ def adafactor(lr=None, eps=1e-30, eps_scale=1e-3, clip_threshold=1.0, decay_rate
       if beta1 is not None:
         m = m + (1 - beta1) * (u - m)
         new_m.append(m)
-        u = m * _caution_mask(m, g) if caution else m
+        u = apply_caution(m, g) if caution else m
       if weight_decay != 0:
         u = u + weight_decay * lr_t * p
       new_u.append(-u)
-    cat = lambda xs: jnp.concatenate(xs) if xs else jnp.zeros([0], jnp.float32)
     exp_avg = treedef.unflatten(new_m) if beta1 is not None else ()
-    return (_cast_like(treedef.unflatten(new_u), params),
-            AdafactorState(step, exp_avg, cat(rows), cat(cols), cat(fulls)))
+    return (cast_like(treedef.unflatten(new_u), params),
+            AdafactorState(step, exp_avg, flat_state(rows), flat_state(cols),
+                           flat_state(fulls)))
 
   return optax.GradientTransformation(init, update)
 
@@ -312,16 +295,8 @@ class AdaBoundState(NamedTuple):
   max_exp_avg_sq: Any  # () unless amsbound
 
 
-def adabound(lr=1e-3, betas=(0.9, 0.999), final_lr=0.1, gamma=1e-3, eps=1e-8, weight_decay=0.0,
-             amsbound=False) -> optax.GradientTransformation:
-  """adabound.AdaBound (Luo et al., ICLR 2019): Adam whose per-entry step is clipped to bounds
-  that converge to `final_lr`.
-
-  As the authors: L2 weight decay in the gradient; the bounds are
-  `final_lr·lr_t/base_lr·(1 ∓ 1/(gamma·t [+1]))` with `base_lr` the initial lr (`lr(0)` for a
-  schedule), so an lr schedule scales them; eps added to `sqrt(v)` without bias correction, the
-  correction folded into the step size. optax has no AdaBound.
-  """
+def _scale_by_adabound(lr, betas, final_lr, gamma, eps, amsbound):
+  """AdaBound's step over lr_t: `clip(sqrt(1-β2^t)/(1-β1^t)/(sqrt(v)+eps), bounds/lr_t)·m`."""
   beta1, beta2 = betas
 
   def init(params):
@@ -329,32 +304,38 @@ def adabound(lr=1e-3, betas=(0.9, 0.999), final_lr=0.1, gamma=1e-3, eps=1e-8, we
     return AdaBoundState(jnp.zeros([], jnp.int32), zeros(), zeros(), zeros() if amsbound else ())
 
   def update(grads, state, params=None):
-    _need_params(params, "adabound")
-    step = state.count + 1
-    t = step.astype(jnp.float32)
-    lr_t = lr_at(lr, state.count)
-    base_lr = lr_at(lr, jnp.zeros([], jnp.int32))
-    step_size = lr_t * jnp.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
-    final = final_lr * lr_t / base_lr
-    lower = final * (1 - 1 / (gamma * t + 1))
-    upper = final * (1 + 1 / (gamma * t))
-
-    def leaf(g, p, m, v, vmax):
-      if weight_decay != 0:
-        g = g + weight_decay * p
-      m = beta1 * m + (1 - beta1) * g
-      v = beta2 * v + (1 - beta2) * g * g
-      if amsbound:
-        vmax = jnp.maximum(vmax, v)
-      denom = jnp.sqrt(vmax if amsbound else v) + eps
-      return -jnp.clip(step_size / denom, lower, upper) * m, m, v, vmax
-
-    vmax_tree = state.max_exp_avg_sq if amsbound else state.exp_avg
-    out = jax.tree.map(leaf, grads, params, state.exp_avg, state.exp_avg_sq, vmax_tree)
-    pick = lambda i: jax.tree.map(lambda _, o: o[i], grads, out)
-    return _cast_like(pick(0), params), AdaBoundState(step, pick(1), pick(2), pick(3) if amsbound else ())
+    del params
+    t = optax.safe_increment(state.count)
+    tf = t.astype(jnp.float32)
+    base_lr = peak_lr(lr, lr_at(lr, state.count))
+    final = final_lr / jnp.where(base_lr > 0, base_lr, 1.0)  # base_lr = 0: lr_t = 0, no step
+    lower, upper = final * (1 - 1 / (gamma * tf + 1)), final * (1 + 1 / (gamma * tf))
+    step_size = jnp.sqrt(one_minus_pow(beta2, t)) / one_minus_pow(beta1, t)
+    m = optax.tree.update_moment(grads, state.exp_avg, beta1, 1)
+    v = optax.tree.update_moment_per_elem_norm(grads, state.exp_avg_sq, beta2, 2)
+    vmax = jax.tree.map(jnp.maximum, state.max_exp_avg_sq, v) if amsbound else ()
+    out = jax.tree.map(lambda m, v: jnp.clip(step_size / (jnp.sqrt(v) + eps), lower, upper) * m,
+                       m, vmax if amsbound else v)
+    return out, AdaBoundState(t, m, v, vmax)
 
   return optax.GradientTransformation(init, update)
+
+
+def adabound(lr=1e-3, betas=(0.9, 0.999), final_lr=0.1, gamma=1e-3, eps=1e-8, weight_decay=0.0,
+             amsbound=False) -> optax.GradientTransformation:
+  """adabound.AdaBound (Luo et al., ICLR 2019): Adam whose per-entry step is clipped to bounds
+  that converge to `final_lr`.
+
+  As the authors: L2 weight decay in the gradient; eps added to `sqrt(v)` without bias
+  correction, the correction folded into the step size; bounds
+  `final_lr·lr_t/base_lr·(1 ∓ 1/(gamma·t [+1]))`, `base_lr` the lr the optimizer was constructed
+  with (a torch scheduler then scales both the step and the bounds). The step is thus lr_t times
+  an lr-free direction, chained as optax does. For a float lr `base_lr` is lr; for a schedule it
+  is the schedule's peak (`transforms.peak_lr`: where it first stops rising, so a warmup from 0
+  gives the reference with its lr at the peak), never below lr_t. optax has no AdaBound.
+  """
+  return with_weight_decay(_scale_by_adabound(lr, betas, final_lr, gamma, eps, amsbound), lr,
+                           weight_decay, decoupled=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,7 +377,7 @@ def sophia(lr=1e-4, betas=(0.965, 0.99), rho=0.04, weight_decay=1e-1, maximize=F
     return SophiaState(jnp.zeros([], jnp.int32), zeros(), zeros())
 
   def update(grads, state, params=None, *, hessian_grads=None, hessian_update=True, **_):
-    _need_params(params, "sophia")
+    need_params(params, "sophia")
     lr_t = lr_at(lr, state.count)
     hessian = state.hessian
     if hessian_grads is not None:
@@ -412,8 +393,8 @@ def sophia(lr=1e-4, betas=(0.965, 0.99), rho=0.04, weight_decay=1e-1, maximize=F
       return -lr_t * weight_decay * p - lr_t * jnp.sign(m) * ratio, m
 
     out = jax.tree.map(leaf, grads, params, state.exp_avg, hessian)
-    pick = lambda i: jax.tree.map(lambda _, o: o[i], grads, out)
-    return _cast_like(pick(0), params), SophiaState(state.count + 1, pick(1), hessian)
+    u, m = unzip(out, grads, 2)
+    return cast_like(u, params), SophiaState(state.count + 1, m, hessian)
 
   return optax.GradientTransformationExtraArgs(init, update)
 
@@ -440,15 +421,15 @@ def adopt(lr=1e-3, betas=(0.9, 0.9999), eps=1e-6, clip_exp=0.333, weight_decay=0
   through optax.chain and clips with another rule.
   """
   beta1, beta2 = betas
-  if corrected_weight_decay and callable(lr):
-    raise ValueError("adopt: corrected_weight_decay needs a float lr (timm snapshots the peak lr)")
+  if corrected_weight_decay:
+    need_float_lr(lr, "adopt")
 
   def init(params):
     zeros = lambda: optax.tree.zeros_like(params)
     return AdoptState(jnp.zeros([], jnp.int32), zeros(), zeros())
 
   def update(grads, state, params=None):
-    _need_params(params, "adopt")
+    need_params(params, "adopt")
     step = state.count + 1
     first = step == 1
     lr_t = lr_at(lr, state.count)
@@ -463,15 +444,15 @@ def adopt(lr=1e-3, betas=(0.9, 0.9999), eps=1e-6, clip_exp=0.333, weight_decay=0
         clip = (step - 1).astype(jnp.float32) ** clip_exp
         normed = jnp.clip(normed, -clip, clip)
       m_new = m + (1 - beta1) * (normed - m)
-      m_used = m_new * _caution_mask(m_new, g) if caution else m_new
+      m_used = apply_caution(m_new, g) if caution else m_new
       u = decay - lr_t * m_used
       v_new = beta2 * v + (1 - beta2) * g * g
       return (jnp.where(first, jnp.zeros_like(u), u), jnp.where(first, m, m_new),
               jnp.where(first, v + g * g, v_new))
 
     out = jax.tree.map(leaf, grads, params, state.exp_avg, state.exp_avg_sq)
-    pick = lambda i: jax.tree.map(lambda _, o: o[i], grads, out)
-    return _cast_like(pick(0), params), AdoptState(step, pick(1), pick(2))
+    u, m, v = unzip(out, grads, 3)
+    return cast_like(u, params), AdoptState(step, m, v)
 
   return optax.GradientTransformation(init, update)
 
@@ -489,8 +470,29 @@ register("adafactor", reference="timm.optim.Adafactor", lr=None, eps=1e-30, eps_
          warmup_init=False, min_dim_size_to_factor=16, caution=False)(adafactor)
 register("adabound", reference="adabound.AdaBound", lr=1e-3, betas=(0.9, 0.999), final_lr=0.1,
          gamma=1e-3, eps=1e-8, weight_decay=0.0, amsbound=False)(adabound)
-register("sophia", reference="Liuhong99/Sophia sophia.SophiaG", lr=1e-4, betas=(0.965, 0.99),
-         rho=0.04, weight_decay=1e-1, maximize=False, bs=5120)(sophia)
+
+
+def _sophia_needs(hparams: dict) -> StepNeeds:
+  """SophiaG's Hessian estimate from the train step, every `hessian_every` steps (the release's
+  `hess_interval`): the gradient of the task's sampled-label loss. The reference loop calls
+  `update_hessian()` after the step whose index is k-1 (mod k), on the next batch with the
+  updated weights: here, at the start of every step t = k, 2k, ... on its own batch, before the
+  update. In between no extra pass runs (`lax.cond`)."""
+  every = hparams["hessian_every"]
+  if not isinstance(every, int) or every <= 0:
+    raise ValueError(f"sophia: hessian_every must be a positive integer, got {every!r}")
+
+  def update_args(step, sampled_grads):
+    refresh = (step % every == 0) & (step > 0)
+    zeros = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(sampled_grads))
+    return {"hessian_grads": jax.lax.cond(refresh, sampled_grads, zeros), "hessian_update": refresh}
+
+  return StepNeeds(update_args=update_args, task_abilities=("sampled_loss",))
+
+
+register("sophia", reference="Liuhong99/Sophia sophia.SophiaG", step_needs=_sophia_needs,
+         step_hparams=("hessian_every",), lr=1e-4, betas=(0.965, 0.99), rho=0.04,
+         weight_decay=1e-1, maximize=False, bs=5120, hessian_every=10)(sophia)
 register("adopt", reference="timm.optim.Adopt", lr=1e-3, betas=(0.9, 0.9999), eps=1e-6,
          clip_exp=0.333, weight_decay=0.0, decoupled=False, corrected_weight_decay=False,
          caution=False, maximize=False)(adopt)

@@ -1,11 +1,12 @@
 """timm.optim optimizers: SGDP, AdamP, Lamb, Lars, Lion, AdaBelief.
 
 Each is a transcription of its timm class's `step()` (timm 1.0.31, named in the registry entry),
-written as an optax GradientTransformation whose update is `new_params - params`. Keyword names and
-defaults are the class constructor's (not the presets of timm's `create_optimizer_v2` names, which
-e.g. turn on `nesterov` for 'sgdp'/'adamp' and turn off `rectify` for 'adabelief'). `lr` may be a
-float or an optax schedule, read at the transformation's own step count. Where optax's update is
-the reference's (Lion without caution, AdaBelief without rectification or amsgrad) optax is used.
+with the class constructor's keyword names and defaults (not the presets of timm's
+`create_optimizer_v2` names, which e.g. turn on `nesterov` for 'sgdp'/'adamp' and turn off
+`rectify` for 'adabelief'). `lr` may be a float or an optax schedule, read at the transformation's
+own step count. Where optax has the reference's direction (Lion's, AdaBelief's without
+rectification or amsgrad) it is chained with decoupled decay and the lr as optax does; the others
+couple lr, weight decay and the step, and compute the update `new_params - params` themselves.
 """
 
 from __future__ import annotations
@@ -19,38 +20,8 @@ import optax
 
 from jaxlab.optim.learning_rate import lr_at
 from jaxlab.optim.registry import register
-
-
-def _need_params(params, name):
-  if params is None:
-    raise ValueError(f"{name} needs `params` in update(): its step reads the parameters")
-
-
-def _need_float_lr(lr, name):
-  if callable(lr):
-    raise ValueError(f"{name}: corrected_weight_decay needs a float lr (timm snapshots the peak lr)")
-
-
-def _cast_like(updates, params):
-  return jax.tree.map(lambda u, p: u.astype(p.dtype), updates, params)
-
-
-def _one_minus_pow(beta, t):
-  # 1 - beta**t without float32 cancellation: 1 - 0.999 rounds to 3e-5 relative error otherwise.
-  if beta == 0:
-    return jnp.ones_like(t)
-  return -jnp.expm1(t * math.log(beta))
-
-
-def _caution(update, grad):
-  # 'Cautious Optimizers' (arXiv 2411.16085) as timm writes it: keep the entries that agree in sign
-  # with the gradient, rescaled by the kept fraction (at least 1e-3).
-  mask = (update * grad > 0).astype(grad.dtype)
-  return update * (mask / jnp.maximum(jnp.mean(mask), 1e-3))
-
-
-def _split(out, grads, n):
-  return [jax.tree.map(lambda _, o: o[i], grads, out) for i in range(n)]
+from jaxlab.optim.transforms import (apply_caution, cast_like, cautious, need_float_lr, need_params,
+                                     one_minus_pow, unzip, with_weight_decay)
 
 
 def _norm(x):
@@ -81,13 +52,13 @@ def _projection(p, grad, perturb, delta, wd_ratio, eps, caution):
     radial = lambda x: unit * jnp.sum(unit * x, axis=1, keepdims=True)
     xv = xv - radial(xv)
     if caution:  # spherical caution: mask against the tangential gradient, project again
-      xv = _caution(xv, gv - radial(gv))
+      xv = apply_caution(xv, gv - radial(gv))
       xv = xv - radial(xv)
     return hit, xv.reshape(shape)
 
   channel_hit, by_channel = project(shape[0])
   layer_hit, by_layer = project(1)
-  plain = _caution(perturb, grad) if caution else perturb
+  plain = apply_caution(perturb, grad) if caution else perturb
   out = jnp.where(channel_hit, by_channel, jnp.where(layer_hit, by_layer, plain))
   ratio = jnp.where(channel_hit | layer_hit, wd_ratio, 1.0)
   return out, ratio
@@ -96,7 +67,7 @@ def _projection(p, grad, perturb, delta, wd_ratio, eps, caution):
 def _project_leaf(p, grad, perturb, delta, wd_ratio, eps, caution):
   if p.ndim > 1:
     return _projection(p, grad, perturb, delta, wd_ratio, eps, caution)
-  return (_caution(perturb, grad) if caution else perturb), jnp.ones([], perturb.dtype)
+  return (apply_caution(perturb, grad) if caution else perturb), jnp.ones([], perturb.dtype)
 
 
 class SGDPState(NamedTuple):
@@ -119,7 +90,7 @@ def sgdp(lr=None, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
     return SGDPState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params))
 
   def update(grads, state, params=None):
-    _need_params(params, "sgdp")
+    need_params(params, "sgdp")
     lr_t = lr_at(lr, state.count)
 
     def leaf(g, p, buf):
@@ -132,8 +103,8 @@ def sgdp(lr=None, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
       return u, buf
 
     out = jax.tree.map(leaf, grads, params, state.momentum)
-    u, buf = _split(out, grads, 2)
-    return _cast_like(u, params), SGDPState(state.count + 1, buf)
+    u, buf = unzip(out, grads, 2)
+    return cast_like(u, params), SGDPState(state.count + 1, buf)
 
   return optax.GradientTransformation(init, update)
 
@@ -158,10 +129,10 @@ def adamp(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, delta=0.1, wd
     return AdamPState(jnp.zeros([], jnp.int32), zeros(), zeros())
 
   def update(grads, state, params=None):
-    _need_params(params, "adamp")
+    need_params(params, "adamp")
     t = (state.count + 1).astype(jnp.float32)
     lr_t = lr_at(lr, state.count)
-    bc1, bc2 = _one_minus_pow(beta1, t), _one_minus_pow(beta2, t)
+    bc1, bc2 = one_minus_pow(beta1, t), one_minus_pow(beta2, t)
 
     def leaf(g, p, m, v):
       m = beta1 * m + (1 - beta1) * g
@@ -175,8 +146,8 @@ def adamp(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, delta=0.1, wd
       return u, m, v
 
     out = jax.tree.map(leaf, grads, params, state.exp_avg, state.exp_avg_sq)
-    u, m, v = _split(out, grads, 3)
-    return _cast_like(u, params), AdamPState(state.count + 1, m, v)
+    u, m, v = unzip(out, grads, 3)
+    return cast_like(u, params), AdamPState(state.count + 1, m, v)
 
   return optax.GradientTransformation(init, update)
 
@@ -207,18 +178,18 @@ def lamb(lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_dec
   beta1, beta2 = betas
   beta3 = 1 - beta1 if grad_averaging else 1.0
   if corrected_weight_decay and decoupled_decay:
-    _need_float_lr(lr, "lamb")  # lr²/max_lr == lr for a float lr
+    need_float_lr(lr, "lamb")  # lr²/max_lr == lr for a float lr
 
   def init(params):
     zeros = lambda: optax.tree.zeros_like(params)
     return LambState(jnp.zeros([], jnp.int32), zeros(), zeros())
 
   def update(grads, state, params=None):
-    _need_params(params, "lamb")
+    need_params(params, "lamb")
     t = (state.count + 1).astype(jnp.float32)
     lr_t = lr_at(lr, state.count)
     if bias_correction:
-      bc1, bc2 = _one_minus_pow(beta1, t), _one_minus_pow(beta2, t)
+      bc1, bc2 = one_minus_pow(beta1, t), one_minus_pow(beta2, t)
     else:
       bc1 = bc2 = jnp.ones([], jnp.float32)
     if max_grad_norm is not None:
@@ -230,7 +201,7 @@ def lamb(lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_dec
       v = beta2 * v + (1 - beta2) * g * g
       upd = (m / bc1) / (jnp.sqrt(v) / jnp.sqrt(bc2) + eps)
       if caution:
-        upd = _caution(upd, g)
+        upd = apply_caution(upd, g)
       decay = jnp.zeros_like(p)
       if weight_decay != 0:
         if decoupled_decay:
@@ -246,8 +217,8 @@ def lamb(lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_dec
       return decay - lr_t * upd, m, v
 
     out = jax.tree.map(leaf, grads, params, state.exp_avg, state.exp_avg_sq)
-    u, m, v = _split(out, grads, 3)
-    return _cast_like(u, params), LambState(state.count + 1, m, v)
+    u, m, v = unzip(out, grads, 3)
+    return cast_like(u, params), LambState(state.count + 1, m, v)
 
   return optax.GradientTransformation(init, update)
 
@@ -277,7 +248,7 @@ def lars(lr=1.0, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, 
     return LarsState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params))
 
   def update(grads, state, params=None):
-    _need_params(params, "lars")
+    need_params(params, "lars")
     lr_t = lr_at(lr, state.count)
 
     def leaf(g, p, buf):
@@ -294,8 +265,8 @@ def lars(lr=1.0, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, 
       return -lr_t * g, buf
 
     out = jax.tree.map(leaf, grads, params, state.momentum_buffer)
-    u, buf = _split(out, grads, 2)
-    return _cast_like(u, params), LarsState(state.count + 1, buf)
+    u, buf = unzip(out, grads, 2)
+    return cast_like(u, params), LarsState(state.count + 1, buf)
 
   return optax.GradientTransformation(init, update)
 
@@ -304,42 +275,22 @@ def lars(lr=1.0, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, 
 # Lion
 
 
-class LionState(NamedTuple):
-  count: jax.Array
-  exp_avg: Any
-
-
 def lion(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, caution=False,
          corrected_weight_decay=False, maximize=False) -> optax.GradientTransformation:
   """timm.optim.Lion (arXiv 2302.06675): p ← p·(1 - lr·wd) - lr·sign(lerp(m, g, 1-β1)).
 
-  Without `caution` this is optax.lion (same update: -lr·(sign + wd·p)); caution masks the sign
-  update, which optax cannot. `corrected_weight_decay` (lr²/max_lr) equals lr for a float lr.
+  The direction is optax.scale_by_lion's (so without `caution` this is optax.lion), masked by
+  `caution` against the gradient, which `maximize` negates first. `corrected_weight_decay`
+  (lr²/max_lr) equals lr for a float lr.
   """
-  beta1, beta2 = betas
   if corrected_weight_decay:
-    _need_float_lr(lr, "lion")
-  if not caution:
-    tx = optax.lion(lr, b1=beta1, b2=beta2, weight_decay=weight_decay)
-    return optax.chain(optax.scale(-1.0), tx) if maximize else tx
-
-  def init(params):
-    return LionState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params))
-
-  def update(grads, state, params=None):
-    _need_params(params, "lion")
-    lr_t = lr_at(lr, state.count)
-
-    def leaf(g, p, m):
-      g = -g if maximize else g
-      upd = _caution(jnp.sign(m + (1 - beta1) * (g - m)), g)
-      return -lr_t * weight_decay * p - lr_t * upd, m + (1 - beta2) * (g - m)
-
-    out = jax.tree.map(leaf, grads, params, state.exp_avg)
-    u, m = _split(out, grads, 2)
-    return _cast_like(u, params), LionState(state.count + 1, m)
-
-  return optax.GradientTransformation(init, update)
+    need_float_lr(lr, "lion")
+  direction = optax.scale_by_lion(b1=betas[0], b2=betas[1])
+  if caution:
+    direction = cautious(direction)
+  if maximize:
+    direction = optax.chain(optax.scale(-1.0), direction)
+  return with_weight_decay(direction, lr, weight_decay, decoupled=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,9 +352,8 @@ def adabelief(lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0, amsgrad=
   """
   beta1, beta2 = betas
   if not (rectify or amsgrad or fixed_decay) and decoupled_decay:
-    return optax.chain(optax.scale_by_belief(b1=beta1, b2=beta2, eps=eps, eps_root=eps),
-                       optax.add_decayed_weights(weight_decay),
-                       optax.scale_by_learning_rate(lr))
+    return with_weight_decay(optax.scale_by_belief(b1=beta1, b2=beta2, eps=eps, eps_root=eps), lr,
+                             weight_decay, decoupled=True)
   first_rectified = _first_rectified_step(beta2) if rectify else None
 
   def init(params):
@@ -412,11 +362,11 @@ def adabelief(lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0, amsgrad=
                           zeros() if amsgrad else ())
 
   def update(grads, state, params=None):
-    _need_params(params, "adabelief")
+    need_params(params, "adabelief")
     step = state.count + 1
     t = step.astype(jnp.float32)
     lr_t = lr_at(lr, state.count)
-    bc1, bc2 = _one_minus_pow(beta1, t), _one_minus_pow(beta2, t)
+    bc1, bc2 = one_minus_pow(beta1, t), one_minus_pow(beta2, t)
     if rectify:
       rho_inf = 2 / (1 - beta2) - 1
       rho = jnp.maximum(_rho(beta2, t), 4.0)  # only read where ρ_t >= 5
@@ -443,8 +393,8 @@ def adabelief(lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0, amsgrad=
 
     smaxes = state.max_exp_avg_var if amsgrad else state.exp_avg_var
     out = jax.tree.map(leaf, grads, params, state.exp_avg, state.exp_avg_var, smaxes)
-    u, m, s, smax = _split(out, grads, 4)
-    return (_cast_like(u, params),
+    u, m, s, smax = unzip(out, grads, 4)
+    return (cast_like(u, params),
             AdaBeliefState(step, m, s, smax if amsgrad else ()))
 
   return optax.GradientTransformation(init, update)

@@ -6,9 +6,10 @@ registry entry), with the class constructor's keyword names and defaults; `maxim
 (read at the optimizer's own step count, from 0).
 
 Every optimizer here is `lr × (direction)` with the direction free of lr, so each is composed as
-optax does: L2 weight decay (`grad += wd·p`, torch's default) → direction → [decoupled decay
-(`p ← p·(1 - lr·wd)`, i.e. `+wd·p` before the lr scaling)] → `scale_by_learning_rate`. Directions
-come from optax where optax's is the reference's, and are written here where it is not.
+optax does (`transforms.with_weight_decay`): L2 weight decay (`grad += wd·p`, torch's default) →
+direction → [decoupled decay (`p ← p·(1 - lr·wd)`, i.e. `+wd·p` before the lr scaling)] →
+`scale_by_learning_rate`. Directions come from optax where optax's is the reference's, and are
+written here where it is not.
 """
 
 from __future__ import annotations
@@ -21,22 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxlab.optim.registry import register
-
-
-def _one_minus_pow(beta: float, t: jax.Array) -> jax.Array:
-  # 1 - beta**t without float32 cancellation (1 - 0.999 rounds to 1e-5 relative error otherwise).
-  if beta == 0:
-    return jnp.ones_like(t)
-  return -jnp.expm1(t * math.log(beta))
-
-
-def _with_weight_decay(direction, lr, weight_decay, decoupled):
-  """L2 (added to the gradient before `direction`) or decoupled (`p·(1 - lr·wd)`), then `-lr·`."""
-  if decoupled:
-    return optax.chain(direction, optax.add_decayed_weights(weight_decay),
-                       optax.scale_by_learning_rate(lr))
-  return optax.chain(optax.add_decayed_weights(weight_decay), direction,
-                     optax.scale_by_learning_rate(lr))
+from jaxlab.optim.transforms import one_minus_pow, with_weight_decay
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +66,7 @@ def sgd(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
     direction = optax.trace(decay=momentum, nesterov=nesterov)
   else:
     direction = _torch_momentum(momentum, dampening)  # nesterov needs dampening = 0
-  return _with_weight_decay(direction, lr, weight_decay, decoupled=False)
+  return with_weight_decay(direction, lr, weight_decay, decoupled=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,7 +95,7 @@ def _scale_by_torch_amsgrad(b1: float, b2: float, eps: float) -> optax.GradientT
     mu = optax.tree.update_moment(updates, state.mu, b1, 1)
     nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
     nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
-    bc1, bc2 = _one_minus_pow(b1, t), _one_minus_pow(b2, t)
+    bc1, bc2 = one_minus_pow(b1, t), one_minus_pow(b2, t)
     out = jax.tree.map(lambda m, v: (m / bc1) / (jnp.sqrt(v) / jnp.sqrt(bc2) + eps), mu, nu_max)
     return out, AmsgradState(t, mu, nu, nu_max)
 
@@ -130,7 +116,7 @@ def adam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
   Without amsgrad this is optax.scale_by_adam (same eps placement). optax's amsgrad differs (see
   `_scale_by_torch_amsgrad`).
   """
-  return _with_weight_decay(_adam_direction(betas, eps, amsgrad), lr, weight_decay,
+  return with_weight_decay(_adam_direction(betas, eps, amsgrad), lr, weight_decay,
                             decoupled_weight_decay)
 
 
@@ -140,7 +126,7 @@ def adamw(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=Fals
   Without amsgrad this is optax.adamw (decay scaled by the same lr); optax's adamw has no amsgrad.
   Note optax.adamw's own default weight_decay is 1e-4, torch's 1e-2 (used here).
   """
-  return _with_weight_decay(_adam_direction(betas, eps, amsgrad), lr, weight_decay, decoupled=True)
+  return with_weight_decay(_adam_direction(betas, eps, amsgrad), lr, weight_decay, decoupled=True)
 
 
 def adamax(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
@@ -148,7 +134,7 @@ def adamax(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
 
   optax.scale_by_adamax is the same update (eps added to |g| inside the max).
   """
-  return _with_weight_decay(optax.scale_by_adamax(b1=betas[0], b2=betas[1], eps=eps), lr,
+  return with_weight_decay(optax.scale_by_adamax(b1=betas[0], b2=betas[1], eps=eps), lr,
                             weight_decay, decoupled=False)
 
 
@@ -178,7 +164,7 @@ def _scale_by_torch_nadam(b1, b2, eps, momentum_decay) -> optax.GradientTransfor
     mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((tf + 1) * momentum_decay))
     mu_product = state.mu_product * mu_t
     mu_product_next = mu_product * mu_next
-    bc2 = _one_minus_pow(b2, t)
+    bc2 = one_minus_pow(b2, t)
     mu = optax.tree.update_moment(updates, state.mu, b1, 1)
     nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
 
@@ -200,7 +186,7 @@ def nadam(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_deca
   optax.nadam is Adam with a Nesterov look-ahead at constant b1 (no `momentum_decay` schedule, no
   product of mu's): a different trajectory, so this is written here.
   """
-  return _with_weight_decay(_scale_by_torch_nadam(betas[0], betas[1], eps, momentum_decay), lr,
+  return with_weight_decay(_scale_by_torch_nadam(betas[0], betas[1], eps, momentum_decay), lr,
                             weight_decay, decoupled_weight_decay)
 
 
@@ -218,7 +204,7 @@ def _scale_by_torch_radam(b1, b2, eps) -> optax.GradientTransformation:
     tf = t.astype(jnp.float32)
     mu = optax.tree.update_moment(updates, state.mu, b1, 1)
     nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
-    bc1, bc2 = _one_minus_pow(b1, t), _one_minus_pow(b2, t)
+    bc1, bc2 = one_minus_pow(b1, t), one_minus_pow(b2, t)
     rho_t = rho_inf - 2.0 * tf * jnp.exp(tf * math.log(b2)) / bc2
     rectified = rho_t > 5.0
     # Clamped so the branch not taken stays finite (jit evaluates both).
@@ -239,7 +225,7 @@ def radam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_wei
   optax.radam puts eps after the bias correction (`m̂·r_t/(sqrt(v/(1-b2^t)) + eps)`): a different
   update for small second moments, so this is written here.
   """
-  return _with_weight_decay(_scale_by_torch_radam(betas[0], betas[1], eps), lr, weight_decay,
+  return with_weight_decay(_scale_by_torch_radam(betas[0], betas[1], eps), lr, weight_decay,
                             decoupled_weight_decay)
 
 
@@ -274,7 +260,7 @@ def adagrad(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0
   optax.adagrad puts eps inside the square root (`g/sqrt(s + eps)`), zeroes entries with s = 0,
   defaults initial_accumulator_value to 0.1 and has no lr_decay, so this is written here.
   """
-  return _with_weight_decay(_scale_by_torch_adagrad(lr_decay, initial_accumulator_value, eps), lr,
+  return with_weight_decay(_scale_by_torch_adagrad(lr_decay, initial_accumulator_value, eps), lr,
                             weight_decay, decoupled=False)
 
 
@@ -283,7 +269,7 @@ def adadelta(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0):
 
   optax.scale_by_adadelta is the same update.
   """
-  return _with_weight_decay(optax.scale_by_adadelta(rho=rho, eps=eps), lr, weight_decay,
+  return with_weight_decay(optax.scale_by_adadelta(rho=rho, eps=eps), lr, weight_decay,
                             decoupled=False)
 
 
@@ -299,7 +285,7 @@ def rmsprop(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, cente
   direction = scale(decay=alpha, eps=eps, eps_in_sqrt=False)
   if momentum > 0:
     direction = optax.chain(direction, optax.trace(decay=momentum))
-  return _with_weight_decay(direction, lr, weight_decay, decoupled=False)
+  return with_weight_decay(direction, lr, weight_decay, decoupled=False)
 
 
 register("sgd", reference="torch.optim.SGD", lr=1e-3, momentum=0.0, dampening=0.0,

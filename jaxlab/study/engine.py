@@ -82,11 +82,8 @@ class GroupProgram:
       self._unit_schedule = schedule_from_config(unit, total_steps=self.total_steps,
                                                  steps_per_epoch=self.steps_per_epoch)
     self.static_hparams = dict(config.optim.hparams)
-    self.sam = None
-    if config.optim.name == "sam":
-      sam = {**optim.entry("sam").defaults, **self.static_hparams}
-      self.sam = (float(sam["rho"]), bool(sam["adaptive"]))
-    self.hessian_every = config.optim.hessian_every if config.optim.name == "sophia" else None
+    tasks.require_abilities(self.task, optim.entry(config.optim.name).needs(self.static_hparams).task_abilities,
+                            f"optimizer '{config.optim.name}'")
     self.graph = ModelGraph.of(nnx.eval_shape(lambda: self._build_model(jax.random.PRNGKey(0))))
     devices = list(jax.devices() if devices is None else devices)
     # 0: a device's cells in one vmapped computation; k: k at a time, one call per chunk.
@@ -116,8 +113,8 @@ class GroupProgram:
 
   # ---- One cell, written for vmap: every per-cell value is an argument ---------------------------
   def _build_model(self, param_key):
-    rngs = nnx.Rngs(params=param_key, dropout=jax.random.fold_in(param_key, 1))
-    return self.task.init(self.config, self.info, rngs)
+    return tasks.make_model(self.task, self.config.model, self.info, self.config.compute_dtype,
+                            param_key)
 
   def _optimizer(self, traced: dict):
     """The cell's optimizer; `traced` values are arrays inside the vmapped program."""
@@ -132,18 +129,13 @@ class GroupProgram:
   def _init_cell(self, seed, traced) -> TrainState:
     # The trainer's key derivation: a cell starts where `jaxlab.train` with its seed starts.
     param_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
-    params, model_state = ModelGraph.state_of(self._build_model(param_key))
-    tx, _ = self._optimizer(traced)
-    averaging = self.config.optim.averaging
-    average_model_state = averaging.name != "none" and averaging.get("average_model_state", True)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                      opt_state=tx.init(params), rng=state_key,
-                      averaged_model_state=model_state if average_model_state else None)
+    optimizer = self._optimizer(traced)
+    return TrainState.create(self._build_model(param_key), optimizer.tx, state_key,
+                             optimizer.average_model_state)
 
   def _train_cell(self, state, batch, traced):
-    tx, schedule = self._optimizer(traced)
-    step = steps.make_train_step(self.task, self.graph, tx, schedule, self.config.grad_accum_steps,
-                                 self.sam, self.hessian_every)
+    step = steps.make_train_step(self.task, self.graph, self._optimizer(traced),
+                                 self.config.grad_accum_steps)
     return step(state, batch)
 
   def _eval_cell(self, state, batch):

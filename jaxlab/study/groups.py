@@ -65,10 +65,10 @@ def _traceable(optimizer: str, key: str, hparams: tuple, lr: float) -> bool:
       schedule = lambda count: value * unit(count) / lr
     else:
       hp[key] = value
-    tx, _ = optim.build(config, total_steps=10, schedule=schedule, hparams=hp)
-    extra = {}
-    if optimizer == "sophia":  # its update takes the Hessian estimate from the train step
-      extra = {"hessian_grads": params, "hessian_update": jnp.asarray(True)}
+    built = optim.build(config, total_steps=10, schedule=schedule, hparams=hp)
+    tx, needs = built.tx, built.needs
+    # The update's extra arguments, as the train step would pass them (SophiaG's Hessian).
+    extra = needs.update_args(jnp.asarray(1), lambda: params) if needs.update_args else {}
     return tx.update(params, tx.init(params), params, **extra)
 
   value = lr if key == "lr" else dict(hparams)[key]

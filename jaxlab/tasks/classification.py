@@ -15,25 +15,36 @@ import ml_collections
 import optax
 from flax import nnx
 
-from jaxlab import models
-from jaxlab.tasks import mixing
+from jaxlab.tasks import mixing, register
+from jaxlab.tasks.base import SAMPLED_LOSS, ModelBuilder, Task
 
 
+@register
 @dataclasses.dataclass(frozen=True)
-class Classification:
+class Classification(Task):
+  """config.task: label_smoothing; mixup (timm's Mixup arguments, jaxlab/tasks/mixing.py: off
+  while both alphas are 0; region: cutmix, resizemix, fmix or saliencymix)."""
+  name = "classification"
+  abilities = frozenset({SAMPLED_LOSS})
+
   label_smoothing: float = 0.0
   mixup: mixing.MixConfig = dataclasses.field(default_factory=mixing.MixConfig)
 
+  def __post_init__(self):
+    if not 0.0 <= self.label_smoothing < 1.0:
+      raise ValueError(f"config.task.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
   @classmethod
   def from_config(cls, task_config: ml_collections.ConfigDict) -> Classification:
-    return cls(label_smoothing=task_config.get("label_smoothing", 0.0),
-               mixup=mixing.MixConfig.from_config(task_config.get("mixup")))
+    task = super().from_config(task_config)
+    try:
+      mixup = mixing.MixConfig.from_config(task.mixup)
+    except ValueError as e:
+      raise ValueError(f"config.task.mixup: {e}") from None
+    return dataclasses.replace(task, mixup=mixup)
 
-  def init(self, config, info, rngs: nnx.Rngs) -> nnx.Module:
-    kwargs = {k: v for k, v in config.model.items() if k != "name"}
-    kwargs.setdefault("in_channels", info.image_shape[-1])  # every backbone takes it
-    return models.create(config.model.name, num_classes=info.num_classes, rngs=rngs,
-                         dtype=jnp.dtype(config.compute_dtype), **kwargs)
+  def init(self, build: ModelBuilder) -> nnx.Module:
+    return build()
 
   def _cross_entropy(self, logits, labels):
     num_classes = logits.shape[-1]

@@ -31,54 +31,60 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jaxlab import config as config_lib
-from jaxlab import models
 from jaxlab.diffusion import formulations
-from jaxlab.diffusion.config import check_diffusion_config
+from jaxlab.diffusion.config import check_diffusion_config, diffusion_task_config
 from jaxlab.diffusion.generate import generate
 from jaxlab.diffusion.latent import LatentDiffusionModel, latent_shape
-from jaxlab.diffusion.samplers import Sampler
-from jaxlab.tasks.base import plain, stage1_model
+from jaxlab.diffusion.samplers import SAMPLERS, Sampler
+from jaxlab.diffusion.samplers import create as create_sampler
+from jaxlab.tasks import register
+from jaxlab.tasks.base import GENERATES, ModelBuilder, Sampling, Task, check_options, plain
 
 # Fixed noise for `evaluate`: the same for every checkpoint, so their numbers compare.
 _EVAL_NOISE_SEED = 0
 
 
+@register
 @dataclasses.dataclass(frozen=True)
-class Diffusion:
+class Diffusion(Task):
+  """config.task: see jaxlab/diffusion/config.py (formulation and its hyperparameters,
+  conditioning, sampling defaults, latent diffusion)."""
+  name = "diffusion"
+  abilities = frozenset({GENERATES})
+  sampling_options = ("sampler", "steps", "guidance", "eta")
+
   formulation: formulations.DDPM | formulations.EDM | formulations.FlowMatching
   conditional: bool = True
   label_dropout: float = 0.1
   autoencoder: dict | None = None  # stage-1 model config: latent diffusion on its frozen latents
   latent_scale: float = 0.0
+  sampler: str = "heun"  # sampling defaults of `jaxlab.sample`
+  sample_steps: int = 18
+  guidance: float = 1.0
+
+  @classmethod
+  def default_config(cls) -> ml_collections.ConfigDict:
+    return diffusion_task_config()
 
   @classmethod
   def from_config(cls, task_config: ml_collections.ConfigDict) -> Diffusion:
     check_diffusion_config(task_config)
     autoencoder = task_config.autoencoder
     return cls(formulations.from_config(task_config), task_config.conditional, task_config.label_dropout,
-               None if autoencoder is None else dict(plain(autoencoder)), task_config.latent_scale)
+               None if autoencoder is None else dict(plain(autoencoder)), task_config.latent_scale,
+               task_config.sampler, task_config.sample_steps, task_config.guidance)
 
   @property
   def latent(self) -> bool:
     return self.autoencoder is not None
 
-  def init(self, config, info, rngs: nnx.Rngs) -> nnx.Module:
-    dtype = jnp.dtype(config.compute_dtype)
-    num_classes = info.num_classes if self.conditional else 0
-    shape = tuple(info.image_shape)
+  def init(self, build: ModelBuilder) -> nnx.Module:
+    shape = tuple(build.info.image_shape)
     if self.latent:
-      averaging = config.optim.averaging
-      if averaging.name != "none" and averaging.get("average_model_state", True):
-        raise config_lib.ConfigError(
-            "latent diffusion: set config.optim.averaging.average_model_state=False (an average of "
-            "the model state would hold a second copy of the frozen autoencoder)")
-      autoencoder = stage1_model(self.autoencoder, info, rngs, dtype)
-      shape = latent_shape(autoencoder, info.image_shape, self.autoencoder["name"])
-    kwargs = {k: v for k, v in config.model.items() if k != "name"}
-    kwargs.setdefault("in_channels", shape[-1])
-    kwargs.setdefault("img_size", shape[0])
-    denoiser = models.create(config.model.name, num_classes=num_classes, rngs=rngs, dtype=dtype, **kwargs)
+      autoencoder = build(self.autoencoder)
+      shape = latent_shape(autoencoder, shape, self.autoencoder["name"])
+    denoiser = build(in_channels=shape[-1], num_classes=build.info.num_classes if self.conditional else 0,
+                     img_size=shape[0])
     if not self.latent:
       return denoiser
     return LatentDiffusionModel(denoiser, autoencoder, shape, self.latent_scale)
@@ -138,6 +144,33 @@ class Diffusion:
     alpha, sigma = self.formulation.marginal(levels)
     shape = (-1,) + (1,) * (x0.ndim - 1)
     return alpha.reshape(shape) * x0 + sigma.reshape(shape) * noise
+
+  def sampling(self, info, **options) -> Sampling:
+    """Options: sampler (ddpm, ddim, euler, heun, dpmpp_2m), steps, guidance (1 = none), eta
+    (DDIM's); omitted ones come from config.task (sampler, sample_steps, guidance)."""
+    check_options(self, options)
+    sampler = options.get("sampler") or self.sampler
+    steps = options.get("steps") or self.sample_steps
+    guidance = self.guidance if options.get("guidance") is None else options["guidance"]
+    eta = options.get("eta") or 0.0
+    if steps <= 0:
+      raise ValueError(f"steps must be positive, got {steps}")
+    if sampler not in SAMPLERS:
+      raise ValueError(f"unknown sampler '{sampler}'; valid: {', '.join(SAMPLERS)}")
+    if eta != 0.0 and sampler != "ddim":
+      raise ValueError(f"eta is DDIM's; sampler '{sampler}' takes none")
+    if guidance != 1.0 and not self.conditional:
+      raise ValueError("guidance needs a class-conditional run; this one is unconditional (use guidance 1)")
+    solver = create_sampler(sampler, self.formulation.grid(steps), **({"eta": eta} if sampler == "ddim" else {}))
+
+    def draw(model, labels, rng):
+      if not self.conditional:  # the network's only label row
+        return self.generate(model, solver, jnp.full_like(labels, self.null_label(model)), rng,
+                             info.image_shape)
+      return self.generate(model, solver, labels, rng, info.image_shape, guidance=guidance,
+                           null_label=self.null_label(model))
+    return Sampling(draw, self.conditional, {"sampler": sampler, "steps": steps, "guidance": guidance,
+                                             "nfe": solver.nfe})
 
   def generate(self, model: nnx.Module, sampler: Sampler, labels: jax.Array, rng: jax.Array,
                image_shape, *, guidance: float = 1.0, null_label: int | None = None) -> jax.Array:

@@ -11,9 +11,11 @@ the tokenizer run through `config.init_from`:
 
 (`configs/maskgit_digits.py` sets this up.) Training: codes of the batch (tokenizer in eval mode),
 a cosine-scheduled random fraction of them replaced by MASK, cross-entropy on the masked ones;
-labels are dropped to "no class" with probability `class_dropout` (for guidance). Eval reports
+labels are dropped to "no class" with probability `label_dropout` (for guidance). Eval reports
 the same loss and masked-code accuracy at masks drawn from a fixed key. `sample` decodes codes
-(`jaxlab.models.vq.maskgit.decode`) and the tokenizer turns them into images.
+(`jaxlab.models.vq.maskgit.decode`) and the tokenizer turns them into images; guidance follows
+the diffusion convention uncond + w·(cond − uncond), w = 1 none (MaskGIT's guidance scale s is
+w − 1).
 """
 
 from __future__ import annotations
@@ -23,26 +25,17 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax import nnx
 
-from jaxlab import models
 from jaxlab.models.vq import maskgit
 from jaxlab.models.vq.frozen import eval_view, freeze
-from jaxlab.tasks.base import dataclass_from_config, stage1_model
+from jaxlab.tasks import register
+from jaxlab.tasks.base import GENERATES, ModelBuilder, Sampling, Task, check_options
 
-
-def default_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      "name": "maskgit",
-      "tokenizer": ml_collections.ConfigDict({"name": "vq_autoencoder"}),  # the stage-1 config.model
-      "class_dropout": 0.1,
-      "label_smoothing": 0.1,
-      "sampling": ml_collections.ConfigDict({
-          "steps": 8, "temperature": 1.0, "final_temperature": 1.0, "choice_temperature": 4.5,
-          "guidance_scale": 0.0}),
-  })
+# config.task.sampling: keywords of maskgit.decode, with guidance w (1 = none) for its scale w − 1.
+SAMPLING_DEFAULTS = {"steps": 8, "temperature": 1.0, "final_temperature": 1.0,
+                     "choice_temperature": 4.5, "guidance": 1.0}
 
 
 class MaskGITModel(nnx.Module):
@@ -63,38 +56,38 @@ class MaskGITModel(nnx.Module):
     return eval_view(self.tokenizer).decode_codes(codes.reshape((codes.shape[0],) + self.code_shape))
 
 
+@register
 @dataclasses.dataclass(frozen=True)
-class MaskGIT:
+class MaskGIT(Task):
+  """config.task: tokenizer (the stage-1 run's config.model), label_dropout, label_smoothing,
+  sampling (SAMPLING_DEFAULTS' keys)."""
+  name = "maskgit"
+  abilities = frozenset({GENERATES})
+  sampling_options = ("sampler", "steps", "guidance")
+
   tokenizer: dict = dataclasses.field(default_factory=lambda: {"name": "vq_autoencoder"})
-  class_dropout: float = 0.1
+  label_dropout: float = 0.1
   label_smoothing: float = 0.1
-  sampling: dict = dataclasses.field(default_factory=dict)  # keywords of maskgit.decode
+  sampling: dict = dataclasses.field(default_factory=lambda: dict(SAMPLING_DEFAULTS))
 
   def __post_init__(self):
-    if not 0.0 <= self.class_dropout <= 1.0:
-      raise ValueError(f"task.class_dropout must be in [0, 1], got {self.class_dropout}")
+    if not 0.0 <= self.label_dropout <= 1.0:
+      raise ValueError(f"task.label_dropout must be in [0, 1], got {self.label_dropout}")
     if "name" not in self.tokenizer:
       raise ValueError("task.tokenizer needs the stage-1 model config, with its 'name'")
-    unknown = sorted(set(self.sampling) - set(default_config().sampling))
+    unknown = sorted(set(self.sampling) - set(SAMPLING_DEFAULTS))
     if unknown:
       raise ValueError(f"unknown task.sampling key(s) {', '.join(unknown)}; valid: "
-                       f"{', '.join(sorted(default_config().sampling))}")
+                       f"{', '.join(sorted(SAMPLING_DEFAULTS))}")
 
-  @classmethod
-  def from_config(cls, task_config: ml_collections.ConfigDict) -> MaskGIT:
-    return dataclass_from_config(cls, task_config, "maskgit")
-
-  def init(self, config, info, rngs: nnx.Rngs) -> nnx.Module:
-    dtype = jnp.dtype(config.compute_dtype)
-    tokenizer = stage1_model(self.tokenizer, info, rngs, dtype)
-    code_shape = tuple(tokenizer.code_shape(info.image_shape))
+  def init(self, build: ModelBuilder) -> nnx.Module:
+    tokenizer = build(self.tokenizer)
+    code_shape = tuple(tokenizer.code_shape(build.info.image_shape))
     if getattr(tokenizer.quantizer, "codebook_sizes", None) is not None:
       raise ValueError("maskgit models one code per position; a residual quantizer's stacked codes "
                        "need a depth transformer (RQ-Transformer), which is not implemented")
-    kwargs = {k: v for k, v in config.model.items() if k != "name"}
-    transformer = models.create(config.model.name, num_classes=info.num_classes, rngs=rngs, dtype=dtype,
-                                codebook_size=tokenizer.codebook_size, seq_len=math.prod(code_shape),
-                                **kwargs)
+    transformer = build(in_channels=None, codebook_size=tokenizer.codebook_size,
+                        seq_len=math.prod(code_shape))
     return MaskGITModel(transformer, tokenizer, code_shape)
 
   def _masked(self, codes, rng, mask_token):
@@ -113,8 +106,8 @@ class MaskGIT:
     mask_key, label_key = jax.random.split(rng)
     inputs, masked = self._masked(codes, mask_key, transformer.mask_token)
     labels = batch["label"].astype(jnp.int32)
-    if drop_labels and self.class_dropout > 0:
-      dropped = jax.random.bernoulli(label_key, self.class_dropout, labels.shape)
+    if drop_labels and self.label_dropout > 0:
+      dropped = jax.random.bernoulli(label_key, self.label_dropout, labels.shape)
       labels = jnp.where(dropped, transformer.null_class, labels)
     logits = transformer(inputs, labels)
     targets = optax.smooth_labels(jax.nn.one_hot(codes, transformer.codebook_size), self.label_smoothing)
@@ -135,15 +128,22 @@ class MaskGIT:
     mask = batch["mask"].astype(jnp.float32)
     return {"loss": (loss * mask).sum(), "masked_accuracy": (accuracy * mask).sum(), "count": mask.sum()}
 
-  @property
-  def sampling_options(self) -> dict:
-    """config.task.sampling over its defaults: the keywords of maskgit.decode."""
-    return {**default_config().sampling.to_dict(), **self.sampling}
+  def sampling(self, info, **options) -> Sampling:
+    """Options: sampler ('maskgit' only), steps (decoding steps), guidance (1 = none); omitted
+    ones and the temperatures come from config.task.sampling."""
+    check_options(self, options)
+    if options.get("sampler") not in (None, "maskgit"):
+      raise ValueError(f"a '{self.name}' run decodes with 'maskgit'; sampler '{options['sampler']}' "
+                       "is for diffusion runs")
+    settings = {**SAMPLING_DEFAULTS, **self.sampling,
+                **{k: v for k, v in options.items() if k != "sampler" and v is not None}}
+    if settings["steps"] <= 0:
+      raise ValueError(f"steps must be positive, got {settings['steps']}")
+    guidance = settings.pop("guidance")
 
-  def sample(self, model: MaskGITModel, labels: jax.Array, rng: jax.Array, **overrides) -> jax.Array:
-    """Images (B, H, W, C) in the tokenizer's range for class labels (B,); model in eval mode.
-
-    `overrides` replace entries of sampling_options (steps, temperature, guidance_scale, ...).
-    """
-    codes = maskgit.decode(model.transformer, labels, rng, **{**self.sampling_options, **overrides})
-    return model.images(codes)
+    def draw(model, labels, rng):
+      codes = maskgit.decode(model.transformer, labels, rng, guidance_scale=guidance - 1.0, **settings)
+      return model.images(codes)
+    # One transformer pass per decoding step (the guided pass is batched with it).
+    return Sampling(draw, True, {"sampler": "maskgit", "steps": settings["steps"], "guidance": guidance,
+                                 "nfe": settings["steps"]})

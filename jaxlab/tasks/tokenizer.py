@@ -34,39 +34,21 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax import nnx
 
-from jaxlab import models
 from jaxlab.metrics import codebook as codebook_metrics
 from jaxlab.metrics import image_quality
 from jaxlab.models.vq.discriminator import PatchDiscriminator
 from jaxlab.models.vq.perceptual import PerceptualDistance
-from jaxlab.tasks.base import dataclass_from_config
+from jaxlab.tasks import register
+from jaxlab.tasks.base import ModelBuilder, Task
 
 RECONSTRUCTION_LOSSES = ("l1", "l2")
 
 
 class TrainingCounter(nnx.Variable):
   """Number of training batches the model has seen (model state, checkpointed)."""
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """`config.task` for tokenizer training; adversarial_weight=0 is a VQ-VAE (no discriminator)."""
-  return ml_collections.ConfigDict({
-      "name": "tokenizer",
-      "reconstruction": "l1",
-      "quantizer_weight": 1.0,
-      "perceptual_weight": 0.0,
-      "perceptual_network": ml_collections.ConfigDict({"name": "small_cnn"}),  # registry model + kwargs
-      "perceptual_layers": r"^bn\d",
-      "adversarial_weight": 0.0,
-      "adaptive_weight": True,
-      "disc_start": 0,
-      "lecam_weight": 0.0,
-      "discriminator": ml_collections.ConfigDict({"channels": 64, "n_layers": 3}),
-  })
 
 
 class TokenizerModel(nnx.Module):
@@ -91,18 +73,24 @@ def _codebook_sizes(quantizer) -> tuple[int, ...]:
   return tuple(getattr(quantizer, "codebook_sizes", (quantizer.codebook_size,)))
 
 
+@register
 @dataclasses.dataclass(frozen=True)
-class Tokenizer:
+class Tokenizer(Task):
+  """config.task: every field below; adversarial_weight=0 is a VQ-VAE (no discriminator)."""
+  name = "tokenizer"
+
   reconstruction: str = "l1"
   quantizer_weight: float = 1.0
   perceptual_weight: float = 0.0
-  perceptual_network: Any = None  # registry config (name + kwargs), or an nnx module
+  # registry model config (name + kwargs), or an nnx module
+  perceptual_network: Any = dataclasses.field(default_factory=lambda: {"name": "small_cnn"})
   perceptual_layers: str = r"^bn\d"
   adversarial_weight: float = 0.0
   adaptive_weight: bool = True
   disc_start: int = 0
   lecam_weight: float = 0.0
-  discriminator: Any = None  # PatchDiscriminator keywords
+  discriminator: dict = dataclasses.field(  # PatchDiscriminator keywords
+      default_factory=lambda: {"channels": 64, "n_layers": 3})
 
   def __post_init__(self):
     if self.reconstruction not in RECONSTRUCTION_LOSSES:
@@ -112,34 +100,23 @@ class Tokenizer:
       if getattr(self, key) < 0:
         raise ValueError(f"task.{key} must be >= 0, got {getattr(self, key)}")
 
-  @classmethod
-  def from_config(cls, task_config: ml_collections.ConfigDict) -> Tokenizer:
-    return dataclass_from_config(cls, task_config, "tokenizer")
-
   @property
   def adversarial(self) -> bool:
     return self.adversarial_weight > 0
 
   # ---- Model -------------------------------------------------------------------------------
-  def init(self, config, info, rngs: nnx.Rngs) -> nnx.Module:
-    dtype = jnp.dtype(config.compute_dtype)
-    kwargs = {k: v for k, v in config.model.items() if k != "name"}
-    kwargs = {k: (v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v) for k, v in kwargs.items()}
-    kwargs.setdefault("in_channels", info.image_shape[-1])
-    autoencoder = models.create(config.model.name, num_classes=info.num_classes, rngs=rngs,
-                                dtype=dtype, **kwargs)
+  def init(self, build: ModelBuilder) -> nnx.Module:
+    autoencoder = build()
+    channels = build.info.image_shape[-1]
     discriminator = perceptual = None
     with nnx.use_eager_sharding(False):
       if self.adversarial:
-        discriminator = PatchDiscriminator(info.image_shape[-1], dtype=dtype, rngs=rngs,
+        discriminator = PatchDiscriminator(channels, dtype=build.dtype, rngs=build.rngs,
                                            **(self.discriminator or {}))
     if self.perceptual_weight > 0:
       network = self.perceptual_network
       if not isinstance(network, nnx.Module):
-        network = dict(network or {"name": "small_cnn"})
-        network.setdefault("in_channels", info.image_shape[-1])
-        network = models.create(network.pop("name"), num_classes=info.num_classes, rngs=rngs,
-                                dtype=dtype, **network)
+        network = build(network or {"name": "small_cnn"})
       perceptual = PerceptualDistance(network, self.perceptual_layers)
     return TokenizerModel(autoencoder, discriminator, perceptual)
 

@@ -6,6 +6,7 @@ Quantizers: `jaxlab.models.vq.quantizers` (VQ, residual VQ, FSQ, LFQ, SimVQ), ea
 """
 
 from jaxlab.models.vq import autoencoder, titok  # noqa: F401  (registers the tokenizers)
+from jaxlab.models.vq import maskgit  # noqa: F401  (registers maskgit_transformer)
 from jaxlab.models.vq.base import Codebook, CodebookStat, Quantized
 from jaxlab.models.vq.frozen import Frozen, eval_view, freeze
 from jaxlab.models.vq.quantizers import create as create_quantizer
