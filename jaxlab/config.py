@@ -26,6 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
   """Defaults for every key the trainer reads; experiment configs override what they need."""
   from jaxlab import tasks  # pylint: disable=import-outside-toplevel
   from jaxlab.data import default_dataset_config  # pylint: disable=import-outside-toplevel
+  from jaxlab.optim import registry as optimizers  # pylint: disable=import-outside-toplevel
+  from jaxlab.tasks import registry as task_registry  # pylint: disable=import-outside-toplevel
 
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -54,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sharding.fsdp_min_size = 2**14
 
   # What is learned: the task's own keys (jaxlab/tasks/; tasks.default_config(name) for others).
-  c.task = tasks.default_config("classification")
+  c.task = tasks.default_config(task_registry.DEFAULT)
   c.model = ml_collections.ConfigDict({"name": "small_cnn"})  # other keys go to the constructor
   c.dataset = default_dataset_config()
 
@@ -63,11 +65,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from.path = config_dict.placeholder(str)  # workdir, its checkpoints/ or a step dir
   c.init_from.step = config_dict.placeholder(int)  # default: latest
   c.init_from.include = ("^params/", "^model_state/")  # regexes on "params/conv1/kernel"
-  c.init_from.skip = ()  # e.g. ("^params/head/",) for a new classification head
+  c.init_from.skip = ()  # e.g. ("^params/head/",) for a new classifier head
   c.init_from.rename = ()  # ((regex, replacement), ...)
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.name = "sgd"
+  c.optim.name = optimizers.DEFAULT
   c.optim.lr = 0.1  # peak learning rate
   c.optim.schedule = "cosine"  # constant, cosine, linear, polynomial, step
   c.optim.warmup_steps = 0

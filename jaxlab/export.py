@@ -14,9 +14,8 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
-import orbax.checkpoint as ocp
-from absl import app, flags
-from flax.traverse_util import flatten_dict, unflatten_dict
+from absl import app, flags, logging
+from flax.traverse_util import flatten_dict
 
 from jaxlab.cli import fail
 from jaxlab.stages import InitFromError, resolve_checkpoint
@@ -29,48 +28,14 @@ _OUT = flags.DEFINE_string("out", None, "Output .safetensors file.", allow_overr
 _EMA = flags.DEFINE_bool("ema", False, "Export the weight average instead of the trained weights.", allow_override=True)
 
 
-def _find(tree: dict, key: str):
-  """The first subtree stored under `key` anywhere in a nested dict."""
-  if key in tree:
-    return tree[key]
-  for value in tree.values():
-    if isinstance(value, dict) and (found := _find(value, key)) is not None:
-      return found
-  return None
-
-
-def _find_all(tree, match) -> list[dict]:
-  """Every nested dict for which `match(dict)` holds."""
-  found = [tree] if isinstance(tree, dict) and match(tree) else []
-  if isinstance(tree, dict):
-    for value in tree.values():
-      found += _find_all(value, match)
-  return found
-
-
-def _schedule_free_average(params: dict, opt_state) -> dict:
-  """schedule_free_adamw's evaluation point x = y + (1 - 1/b1)(z - y), group by group."""
-  flat = flatten_dict(params)
-  for state in _find_all(opt_state, lambda d: "z" in d and "beta1" in d and "weight_sum" in d):
-    b1 = float(np.asarray(state["beta1"]))
-    for key, z in flatten_dict(state["z"]).items():
-      if key in flat and getattr(z, "shape", None) == flat[key].shape:  # masked-out entries are not
-        y = np.asarray(flat[key])
-        flat[key] = (y + (1 - 1 / b1) * (np.asarray(z) - y)).astype(y.dtype)
-  return unflatten_dict(flat)
-
-
-def exported_tensors(checkpoint: pathlib.Path, ema: bool = False) -> dict[str, np.ndarray]:
-  """{'name': array} of one checkpoint step's parameters (and batch statistics)."""
-  state = ocp.PyTreeCheckpointer().restore(checkpoint / "default")
-  # Schedule-free AdamW trains at y and is evaluated at its average x: export x.
-  params = _schedule_free_average(state["params"], state.get("opt_state") or {})
-  model_state = state.get("model_state") or {}
-  if ema:
-    params = _find(state.get("opt_state") or {}, "averaged_params")
-    if params is None:
-      raise ValueError(f"{checkpoint} holds no weight average: the run used no ema/sema/swa")
-    model_state = state.get("averaged_model_state") or model_state
+def exported_tensors(checkpoint: str | pathlib.Path, ema: bool = False) -> dict[str, np.ndarray]:
+  """{'name': array} of a run's parameters (and batch statistics), from its workdir, its
+  checkpoints/ or one step's directory. The run is rebuilt from the config its checkpoint
+  recorded and restored on this host's devices (`jaxlab.restore`), whatever mesh wrote it."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from jaxlab.restore import restore_run  # pylint: disable=import-outside-toplevel
+  run = restore_run(checkpoint, ema=ema)
+  params, model_state = jax.device_get((run.params, run.model_state))
   tensors = {".".join(map(str, k)): np.asarray(v) for k, v in flatten_dict(params).items()}
   tensors.update({"model_state." + ".".join(map(str, k)): np.asarray(v)
                   for k, v in flatten_dict(model_state).items()})
@@ -81,6 +46,8 @@ def main(argv):
   if len(argv) > 1 or not _WORKDIR.value or not _OUT.value:
     fail("usage: python -m jaxlab.export --workdir=DIR [--step=N] --out=FILE.safetensors [--ema]")
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS["verbosity"].present:  # Orbax notes every read-only checkpoint it opens
+    logging.set_verbosity(logging.ERROR)
   try:
     checkpoint = resolve_checkpoint(_WORKDIR.value, _STEP.value)
     tensors = exported_tensors(checkpoint, _EMA.value)

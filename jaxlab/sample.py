@@ -10,13 +10,11 @@ per batch, a progress bar over the batches) and writes OUT/samples.npz (`images`
 Class-conditional runs draw the classes in turn (sample i has class i mod C) and the grid has one
 column per class.
 
-The run's task draws the samples (`Task.sampling`, jaxlab/tasks/base.py); --sampler, --steps,
---guidance and --eta are its options, each defaulting to the run's config.task:
-- diffusion: --sampler (ddpm, ddim, euler, heun, dpmpp_2m), --steps, --guidance, --eta (DDIM); a
-  latent diffusion run's samples are latents that its frozen autoencoder decodes to images first.
-- maskgit: --steps are decoding steps; the frozen tokenizer decodes the sampled codes.
---guidance W is classifier-free guidance uncond + W·(cond − uncond); 1 = none. Bad input ends
-with one line `error: ...` and exit status 2.
+The run's task draws the samples (`Task.sampling`, jaxlab/tasks/base.py): --sampler, --steps,
+--guidance and --eta are its options, each defaulting to the run's config.task, and a task
+names those it takes (docs/generative.md lists them per task). --guidance W is classifier-free
+guidance uncond + W·(cond − uncond); 1 = none. Bad input ends with one line `error: ...` and
+exit status 2.
 """
 
 from __future__ import annotations
@@ -35,8 +33,8 @@ from jaxlab.cli import fail
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (or a checkpoints/ directory).", allow_override=True)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", allow_override=True)
 _NUM = flags.DEFINE_integer("num", 64, "Number of samples.", allow_override=True)
-_SAMPLER = flags.DEFINE_string("sampler", None, "The task's sampler, e.g. ddpm, ddim, euler, heun or dpmpp_2m for diffusion runs (default: the config's).", allow_override=True)
-_STEPS = flags.DEFINE_integer("steps", None, "Sampler steps, or MaskGIT decoding steps (default: the config's).", allow_override=True)
+_SAMPLER = flags.DEFINE_string("sampler", None, "The task's sampler (default: the config's).", allow_override=True)
+_STEPS = flags.DEFINE_integer("steps", None, "Sampling steps (default: the config's).", allow_override=True)
 _GUIDANCE = flags.DEFINE_float("guidance", None, "Classifier-free guidance scale; 1 = none (default: the config's).", allow_override=True)
 _ETA = flags.DEFINE_float("eta", None, "DDIM's eta (default 0: deterministic).", allow_override=True)
 _EMA = flags.DEFINE_bool("ema", False, "Sample with the weight average (ema/sema/swa) of the run.", allow_override=True)
@@ -98,8 +96,9 @@ def sample_run(workdir, *, num: int, sampler: str | None = None, steps: int | No
 
   def prepare(setup):  # before the (slow) restore: bad options fail fast
     if tasks.GENERATES not in setup.task.abilities:
+      generators = [n for n in tasks.available() if tasks.GENERATES in tasks.task_class(n).abilities]
       raise SampleError(f"a '{setup.task.name}' run does not generate; sampling needs a run whose "
-                        "task generates (e.g. diffusion, maskgit)")
+                        f"task does: {', '.join(generators)}")
     try:
       prepared["sampling"] = setup.task.sampling(setup.info, **options)
     except ValueError as e:

@@ -66,3 +66,27 @@ def test_schedule_free_run_exports_its_evaluation_point(tmp_path):
   np.testing.assert_allclose(tensors["head.kernel"], x["head"]["kernel"], rtol=1e-5, atol=1e-9)
   np.testing.assert_allclose(tensors["bn1.scale"], x["bn1"]["scale"], rtol=1e-5, atol=1e-9)  # the no-decay group
   assert not np.allclose(tensors["head.kernel"], state.params["head"]["kernel"])
+
+
+def test_export_reads_a_checkpoint_written_on_another_mesh(tmp_path):
+  """Written by 8 devices with data, FSDP and tensor parallelism; exported by a 1-device process
+  (the run is rebuilt on the devices there), equal to what the 8-device mesh reads back."""
+  import cli_runner  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "run"
+  code, _, err = cli_runner.run("configs/quickstart.py", workdir, "--config.total_steps=4",
+                                "--config.checkpoint_every_steps=4", "--config.eval_every_steps=4",
+                                "--config.mesh.data=2", "--config.mesh.fsdp=2",
+                                "--config.mesh.tensor=2", "--config.sharding.fsdp_min_size=64",
+                                devices=8)
+  assert code == 0, err[-2000:]
+  out = tmp_path / "model.safetensors"
+  result = subprocess.run([sys.executable, "-m", "jaxlab.export", f"--workdir={workdir}", f"--out={out}"],
+                          cwd=cli_runner.ROOT, env=cli_runner.train_env(1), capture_output=True,
+                          text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  from jaxlab.export import exported_tensors  # pylint: disable=import-outside-toplevel
+  expected = exported_tensors(workdir)  # this process: 8 devices, the run's own mesh
+  got = load_file(out)
+  assert set(got) == set(expected)
+  for name, value in expected.items():
+    np.testing.assert_array_equal(got[name], value, err_msg=name)

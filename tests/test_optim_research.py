@@ -230,8 +230,9 @@ def test_defaults_are_the_reference_constructors():
       # bs is SophiaG.step's argument (default 5120), the rest its constructor's.
       "adopt": dict(lr=1e-3, betas=(0.9, 0.9999), eps=1e-6, clip_exp=0.333, weight_decay=0.0,
                     decoupled=False, corrected_weight_decay=False, caution=False, maximize=False),
+      # hessian_every: the release's train-loop hess_interval, a hyperparameter of jaxlab's step.
       "sophia": dict(lr=1e-4, betas=(0.965, 0.99), rho=0.04, weight_decay=1e-1, maximize=False,
-                     bs=5120),
+                     bs=5120, hessian_every=10),
   }
   for name, defaults in expected.items():
     assert registry.entry(name).defaults == defaults, name

@@ -141,6 +141,32 @@ def test_restarted_study_skips_finished_cells(finished, monkeypatch):
   assert runner.run_study(study, workdir, show_progress=False) == rows
 
 
+def test_sam_cells_run_vmapped_over_rho_as_they_train_alone(tmp_path):
+  """SAM's step need comes from its registry entry: in a study its rho is a traced grid value,
+  and a vmapped SAM cell ends where the same cell trained alone by the plain step ends."""
+  study = _tiny_study()
+  study.budget.total_steps = 3
+  study.seeds = (0,)
+  study.optimizers = ml_collections.ConfigDict(
+      {"sam": {"hparams": {"base_optimizer": "sgd", "momentum": 0.9},
+               "grid": {"lr": (0.1,), "rho": (0.0, 0.05, 0.5)}}})
+  (group,) = groups.plan(study, spec.cells(study))
+  assert group.traced == ("rho",)
+  rows = runner.run_study(study, tmp_path, show_progress=False)
+  assert len(rows) == 3 and all(math.isfinite(r["final_loss"]) for r in rows)
+  program = engine.GroupProgram(study, group)
+  vmapped = engine.run_steps(program, program.initial_state(), 0)
+  cell = group.cells[2]
+  alone = engine.GroupProgram(study, groups.Group(cell.backbone, cell.optimizer, (cell,), (),
+                                                  vmapped=False))
+  state = engine.run_steps(alone, alone.initial_state(), 0)
+  chex.assert_trees_all_close(jax.tree.map(lambda x: x[0], state.params),
+                              jax.tree.map(lambda x: x[2], vmapped.params), rtol=1e-4, atol=1e-6)
+  # rho reaches the gradient: the cells differ only in it, and so do their weights.
+  first, last = (jax.tree.leaves(jax.tree.map(lambda x, i=i: x[i], vmapped.params)) for i in (0, 2))
+  assert any(not np.allclose(a, b) for a, b in zip(first, last))
+
+
 def test_untraceable_keys_split_the_program():
   study = _tiny_study()
   # timm's Lamb branches on `weight_decay != 0` in Python: that key cannot be traced.

@@ -78,6 +78,7 @@ class OptimizerEntry:
 
 
 _REGISTRY: dict[str, OptimizerEntry] = {}
+DEFAULT = "sgd"  # the optimizer of `jaxlab.config.base_config()`
 
 
 def register(name: str, *, reference: str, step_needs=None, step_hparams=(), wraps=None,

@@ -23,8 +23,9 @@ import optax
 
 from jaxlab.optim.learning_rate import lr_at
 from jaxlab.optim.registry import StepNeeds, register
-from jaxlab.optim.transforms import (apply_caution, cast_like, flat_state, need_float_lr,
-                                     need_params, one_minus_pow, peak_lr, unzip, with_weight_decay)
+from jaxlab.optim.transforms import (AdamMoments, apply_caution, cast_like, flat_state,
+                                     need_float_lr, need_params, one_minus_pow, peak_lr, unzip,
+                                     with_weight_decay)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,12 +404,6 @@ def sophia(lr=1e-4, betas=(0.965, 0.99), rho=0.04, weight_decay=1e-1, maximize=F
 # ADOPT (timm.optim.Adopt)
 
 
-class AdoptState(NamedTuple):
-  count: jax.Array
-  exp_avg: Any
-  exp_avg_sq: Any
-
-
 def adopt(lr=1e-3, betas=(0.9, 0.9999), eps=1e-6, clip_exp=0.333, weight_decay=0.0,
           decoupled=False, corrected_weight_decay=False, caution=False,
           maximize=False) -> optax.GradientTransformation:
@@ -423,10 +418,6 @@ def adopt(lr=1e-3, betas=(0.9, 0.9999), eps=1e-6, clip_exp=0.333, weight_decay=0
   beta1, beta2 = betas
   if corrected_weight_decay:
     need_float_lr(lr, "adopt")
-
-  def init(params):
-    zeros = lambda: optax.tree.zeros_like(params)
-    return AdoptState(jnp.zeros([], jnp.int32), zeros(), zeros())
 
   def update(grads, state, params=None):
     need_params(params, "adopt")
@@ -452,9 +443,9 @@ def adopt(lr=1e-3, betas=(0.9, 0.9999), eps=1e-6, clip_exp=0.333, weight_decay=0
 
     out = jax.tree.map(leaf, grads, params, state.exp_avg, state.exp_avg_sq)
     u, m, v = unzip(out, grads, 3)
-    return cast_like(u, params), AdoptState(step, m, v)
+    return cast_like(u, params), AdamMoments(step, m, v)
 
-  return optax.GradientTransformation(init, update)
+  return optax.GradientTransformation(AdamMoments.zeros, update)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import optax
 
 from jaxlab.optim.learning_rate import lr_at
 from jaxlab.optim.registry import register
-from jaxlab.optim.transforms import (apply_caution, cast_like, cautious, need_float_lr, need_params,
-                                     one_minus_pow, unzip, with_weight_decay)
+from jaxlab.optim.transforms import (AdamMoments, apply_caution, cast_like, cautious, need_float_lr,
+                                     need_params, one_minus_pow, unzip, with_weight_decay)
 
 
 def _norm(x):
@@ -109,12 +109,6 @@ def sgdp(lr=None, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
   return optax.GradientTransformation(init, update)
 
 
-class AdamPState(NamedTuple):
-  count: jax.Array
-  exp_avg: Any
-  exp_avg_sq: Any
-
-
 def adamp(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, delta=0.1, wd_ratio=0.1,
           nesterov=False, caution=False) -> optax.GradientTransformation:
   """timm.optim.AdamP (arXiv 2006.08217): Adam whose step on scale-invariant weights is projected.
@@ -123,10 +117,6 @@ def adamp(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, delta=0.1, wd
   applied; eps is added to the bias-corrected sqrt(v). optax has no AdamP.
   """
   beta1, beta2 = betas
-
-  def init(params):
-    zeros = lambda: optax.tree.zeros_like(params)
-    return AdamPState(jnp.zeros([], jnp.int32), zeros(), zeros())
 
   def update(grads, state, params=None):
     need_params(params, "adamp")
@@ -147,19 +137,13 @@ def adamp(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, delta=0.1, wd
 
     out = jax.tree.map(leaf, grads, params, state.exp_avg, state.exp_avg_sq)
     u, m, v = unzip(out, grads, 3)
-    return cast_like(u, params), AdamPState(state.count + 1, m, v)
+    return cast_like(u, params), AdamMoments(state.count + 1, m, v)
 
-  return optax.GradientTransformation(init, update)
+  return optax.GradientTransformation(AdamMoments.zeros, update)
 
 
 # ---------------------------------------------------------------------------------------------
 # Lamb (NVIDIA FusedLAMB's variant, as timm.optim.Lamb)
-
-
-class LambState(NamedTuple):
-  count: jax.Array
-  exp_avg: Any
-  exp_avg_sq: Any
 
 
 def lamb(lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
@@ -179,10 +163,6 @@ def lamb(lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_dec
   beta3 = 1 - beta1 if grad_averaging else 1.0
   if corrected_weight_decay and decoupled_decay:
     need_float_lr(lr, "lamb")  # lr²/max_lr == lr for a float lr
-
-  def init(params):
-    zeros = lambda: optax.tree.zeros_like(params)
-    return LambState(jnp.zeros([], jnp.int32), zeros(), zeros())
 
   def update(grads, state, params=None):
     need_params(params, "lamb")
@@ -218,9 +198,9 @@ def lamb(lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_dec
 
     out = jax.tree.map(leaf, grads, params, state.exp_avg, state.exp_avg_sq)
     u, m, v = unzip(out, grads, 3)
-    return cast_like(u, params), LambState(state.count + 1, m, v)
+    return cast_like(u, params), AdamMoments(state.count + 1, m, v)
 
-  return optax.GradientTransformation(init, update)
+  return optax.GradientTransformation(AdamMoments.zeros, update)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,10 +384,11 @@ register("sgdp", reference="timm.optim.SGDP", lr=None, momentum=0.0, dampening=0
          weight_decay=0.0, nesterov=False, eps=1e-8, delta=0.1, wd_ratio=0.1, caution=False)(sgdp)
 register("adamp", reference="timm.optim.AdamP", lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
          weight_decay=0.0, delta=0.1, wd_ratio=0.1, nesterov=False, caution=False)(adamp)
-register("lamb", reference="timm.optim.Lamb", lr=1e-3, bias_correction=True, betas=(0.9, 0.999),
-         eps=1e-6, weight_decay=0.01, grad_averaging=True, max_grad_norm=1.0, trust_clip=False,
-         always_adapt=False, caution=False, decoupled_decay=False,
-         corrected_weight_decay=False)(lamb)
+# Lamb's clip spans every parameter group (timm clips over all of them before the step).
+register("lamb", reference="timm.optim.Lamb", global_clip="max_grad_norm", lr=1e-3,
+         bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, grad_averaging=True,
+         max_grad_norm=1.0, trust_clip=False, always_adapt=False, caution=False,
+         decoupled_decay=False, corrected_weight_decay=False)(lamb)
 register("lars", reference="timm.optim.Lars", lr=1.0, momentum=0.0, dampening=0.0,
          weight_decay=0.0, nesterov=False, trust_coeff=0.001, eps=1e-8, trust_clip=False,
          always_adapt=False)(lars)

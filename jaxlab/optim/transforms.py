@@ -1,14 +1,11 @@
-"""Pieces the optimizer transcriptions share (torch, timm, research, recent, Muon), each once.
-
-Optimizers are composed as optax composes its own where the reference allows it: a direction
-(`scale_by_*`) → decoupled decay `optax.add_decayed_weights` → `optax.scale_by_learning_rate`
-(`with_weight_decay`). Where the reference couples lr, weight decay and the step otherwise, the
-transformation computes the update itself and uses the helpers below.
-"""
+"""Pieces the optimizer transcriptions share (torch, timm, research, recent, Muon), each once:
+the optax-style composition `with_weight_decay`, and helpers for the transformations that couple
+lr, weight decay and the step as their reference does and so compute the update themselves."""
 
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +18,18 @@ def with_weight_decay(direction, lr, weight_decay, decoupled) -> optax.GradientT
   decay = optax.add_decayed_weights(weight_decay)
   parts = (direction, decay) if decoupled else (decay, direction)
   return optax.chain(*parts, optax.scale_by_learning_rate(lr))
+
+
+class AdamMoments(NamedTuple):
+  """The step count and Adam's moments, under the PyTorch references' names."""
+  count: jax.Array
+  exp_avg: Any
+  exp_avg_sq: Any
+
+  @classmethod
+  def zeros(cls, params):  # a transformation's init
+    zeros = optax.tree.zeros_like(params)
+    return cls(jnp.zeros([], jnp.int32), zeros, zeros)
 
 
 def need_params(params, name: str) -> None:

@@ -15,7 +15,8 @@ import ml_collections
 import optax
 from flax import nnx
 
-from jaxlab.tasks import mixing, register
+from jaxlab.tasks import mixing
+from jaxlab.tasks.registry import register
 from jaxlab.tasks.base import SAMPLED_LOSS, ModelBuilder, Task
 
 

@@ -37,7 +37,7 @@ from jaxlab.diffusion.generate import generate
 from jaxlab.diffusion.latent import LatentDiffusionModel, latent_shape
 from jaxlab.diffusion.samplers import SAMPLERS, Sampler
 from jaxlab.diffusion.samplers import create as create_sampler
-from jaxlab.tasks import register
+from jaxlab.tasks.registry import register
 from jaxlab.tasks.base import GENERATES, ModelBuilder, Sampling, Task, check_options, plain
 
 # Fixed noise for `evaluate`: the same for every checkpoint, so their numbers compare.

@@ -30,7 +30,7 @@ from flax import nnx
 
 from jaxlab.models.vq import maskgit
 from jaxlab.models.vq.frozen import eval_view, freeze
-from jaxlab.tasks import register
+from jaxlab.tasks.registry import register
 from jaxlab.tasks.base import GENERATES, ModelBuilder, Sampling, Task, check_options
 
 # config.task.sampling: keywords of maskgit.decode, with guidance w (1 = none) for its scale w − 1.

@@ -41,7 +41,7 @@ from jaxlab.metrics import codebook as codebook_metrics
 from jaxlab.metrics import image_quality
 from jaxlab.models.vq.discriminator import PatchDiscriminator
 from jaxlab.models.vq.perceptual import PerceptualDistance
-from jaxlab.tasks import register
+from jaxlab.tasks.registry import register
 from jaxlab.tasks.base import ModelBuilder, Task
 
 RECONSTRUCTION_LOSSES = ("l1", "l2")
