@@ -33,7 +33,7 @@ _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 50, "Timed training steps (5 
 
 
 def sampling(setup, params, model_state, batch: int, name: str, steps: int, guidance: float) -> None:
-  sampling = setup.task.sampling(setup.info, sampler=name, steps=steps,
+  sampling = setup.task.prepare_sampling(setup.info, sampler=name, steps=steps,
                                  guidance=guidance if setup.task.conditional else 1.0)
   guidance, nfe = sampling.summary["guidance"], sampling.summary["nfe"]
   labels = jnp.asarray(np.arange(batch) % setup.info.num_classes, jnp.int32)

@@ -39,7 +39,7 @@ def decode_throughput(config, batch: int) -> tuple[float, float]:
   setup = trainer.build(config)
   state = trainer.initial_state(setup)
   labels = jnp.arange(batch) % setup.info.num_classes
-  sampling = setup.task.sampling(setup.info)
+  sampling = setup.task.prepare_sampling(setup.info)
 
   @jax.jit
   def sample(state, rng):

@@ -10,9 +10,9 @@ per batch, a progress bar over the batches) and writes OUT/samples.npz (`images`
 Class-conditional runs draw the classes in turn (sample i has class i mod C) and the grid has one
 column per class.
 
-The run's task draws the samples (`Task.sampling`, jaxlab/tasks/base.py): --sampler, --steps,
---guidance and --eta are its options, each defaulting to the run's config.task, and a task
-names those it takes (docs/generative.md lists them per task). --guidance W is classifier-free
+The run's task draws the samples (`Task.prepare_sampling`, jaxlab/tasks/base.py): --sampler,
+--steps, --guidance and --eta are its options, each defaulting to the run's config.task, and a
+task names those it takes (docs/generative.md lists them per task). --guidance W is classifier-free
 guidance uncond + W·(cond − uncond); 1 = none. Bad input ends with one line `error: ...` and
 exit status 2.
 """
@@ -96,11 +96,12 @@ def sample_run(workdir, *, num: int, sampler: str | None = None, steps: int | No
 
   def prepare(setup):  # before the (slow) restore: bad options fail fast
     if tasks.GENERATES not in setup.task.abilities:
-      generators = [n for n in tasks.available() if tasks.GENERATES in tasks.task_class(n).abilities]
+      generators = [n for n in tasks.available()
+                    if tasks.GENERATES in tasks.task_class(n).abilities]
       raise SampleError(f"a '{setup.task.name}' run does not generate; sampling needs a run whose "
                         f"task does: {', '.join(generators)}")
     try:
-      prepared["sampling"] = setup.task.sampling(setup.info, **options)
+      prepared["sampling"] = setup.task.prepare_sampling(setup.info, **options)
     except ValueError as e:
       raise SampleError(str(e)) from None
 

@@ -143,7 +143,8 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
   optimizer = optim.build(config.optim, total_steps=total_steps,
                           steps_per_epoch=max(1, info.num_train // config.batch_size))
   try:
-    tasks.require_abilities(task, optimizer.needs.task_abilities, f"optimizer '{config.optim.name}'")
+    tasks.require_abilities(task, optimizer.needs.task_abilities,
+                            f"optimizer '{config.optim.name}'")
   except ValueError as e:
     raise config_lib.ConfigError(f"config.optim.name: {e}") from None
   param_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed))

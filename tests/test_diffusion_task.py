@@ -39,7 +39,7 @@ def test_config_errors_name_the_key_in_one_line():
     validate(config, 1)
   config = _tiny_config()
   config.task.guidence = 2.0
-  with pytest.raises(ConfigError, match=r"^unknown key\(s\) guidence in config.task for the diffusion task"):
+  with pytest.raises(ConfigError, match=r"^config.task: unknown key\(s\) guidence for task 'diffusion'; valid: "):
     validate(config, 1)
   with pytest.raises(ConfigError, match=r"label_dropout=1.0 must be in \[0, 1\)"):
     validate(_tiny_config(label_dropout=1.0), 1)

@@ -47,7 +47,8 @@ class JitVariantsTest(chex.TestCase):
   def test_train_step_decreases_loss_and_updates_batch_stats(self):
     module = models.create("small_cnn", num_classes=10, rngs=nnx.Rngs(0))
     graph, tx, state = _setup(module)
-    step = self.variant(steps.make_train_step(Classification(), graph, Optimizer(tx, optax.constant_schedule(0.1))))
+    step = self.variant(
+        steps.make_train_step(Classification(), graph, Optimizer(tx, optax.constant_schedule(0.1))))
     batch, losses = _batch(), []
     before = jax.tree.map(np.asarray, state.model_state)
     for _ in range(5):
@@ -145,7 +146,8 @@ def test_sam_step_uses_the_gradient_at_the_perturbed_point():
   from jaxlab.optim.recent_optimizers import sam_perturbation  # pylint: disable=import-outside-toplevel
   graph, tx, state = _setup(TinyMLP(nnx.Rngs(1)), optax.sgd(1.0))
   batch = _batch()
-  plain_step = jax.jit(steps.make_train_step(Classification(), graph, Optimizer(tx, optax.constant_schedule(1.0))))
+  plain_step = jax.jit(
+      steps.make_train_step(Classification(), graph, Optimizer(tx, optax.constant_schedule(1.0))))
   sam_needs = optim.entry("sam").needs({"rho": 0.05})  # the registry entry carries SAM's step
   sam_step = jax.jit(steps.make_train_step(Classification(), graph,
                                            Optimizer(tx, optax.constant_schedule(1.0), sam_needs)))

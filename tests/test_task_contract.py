@@ -79,7 +79,7 @@ class ClassMeans(tasks.Task):
     errors = self._errors(model, batch["image"], batch["label"])
     return {"loss": (errors * batch["mask"]).sum(), "count": batch["mask"].sum()}
 
-  def sampling(self, info, **options):
+  def prepare_sampling(self, info, **options):
     tasks.base.check_options(self, options)
     guidance = options.get("guidance", self.guidance)
 
@@ -198,3 +198,16 @@ def test_train_resume_sample_and_export_through_the_clis(config_file, tmp_path):
   assert exported.returncode == 0, exported.stderr[-3000:]
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
   assert load_file(tmp_path / "m.safetensors")["table"].shape == (11, 64)
+
+
+@pytest.mark.parametrize("name", sorted(set(tasks.available()) - {"class_means"}))
+def test_every_task_rejects_an_unknown_key_in_one_line(name):
+  from jaxlab.config import base_config, validate  # pylint: disable=import-outside-toplevel
+  config = base_config()
+  config.total_steps = 1
+  config.task = tasks.default_config(name)
+  tasks.from_config(config.task)  # the defaults are valid
+  config.task.no_such_key = 1
+  with pytest.raises(ConfigError, match=rf"^config.task: unknown key\(s\) no_such_key for task "
+                                        rf"'{name}'; valid: "):
+    validate(config, 1)

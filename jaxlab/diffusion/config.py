@@ -51,8 +51,9 @@ def check_diffusion_config(cfg: ml_collections.ConfigDict) -> None:
              "time_sampling": formulations.TIME_SAMPLINGS, "sampler": SAMPLER_NAMES}
   unknown = sorted(set(cfg) - set(diffusion_task_config()))
   if unknown:
-    raise ValueError(f"unknown key(s) {', '.join(unknown)} in config.task for the diffusion task; "
-                     f"valid: {', '.join(sorted(diffusion_task_config()))}")
+    valid = sorted(set(diffusion_task_config()) - {"name"})
+    raise ValueError(f"unknown key(s) {', '.join(unknown)} for task 'diffusion'; valid: "
+                     f"{', '.join(valid)}")
   for key, valid in choices.items():
     if cfg[key] not in valid:
       raise ValueError(f"config.task.{key}={cfg[key]!r}; valid: {', '.join(valid)}")

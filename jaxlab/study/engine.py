@@ -82,8 +82,8 @@ class GroupProgram:
       self._unit_schedule = schedule_from_config(unit, total_steps=self.total_steps,
                                                  steps_per_epoch=self.steps_per_epoch)
     self.static_hparams = dict(config.optim.hparams)
-    tasks.require_abilities(self.task, optim.entry(config.optim.name).needs(self.static_hparams).task_abilities,
-                            f"optimizer '{config.optim.name}'")
+    needs = optim.entry(config.optim.name).needs(self.static_hparams)
+    tasks.require_abilities(self.task, needs.task_abilities, f"optimizer '{config.optim.name}'")
     self.graph = ModelGraph.of(nnx.eval_shape(lambda: self._build_model(jax.random.PRNGKey(0))))
     devices = list(jax.devices() if devices is None else devices)
     # 0: a device's cells in one vmapped computation; k: k at a time, one call per chunk.

@@ -12,4 +12,5 @@ from jaxlab.tasks.registry import available, default_config, from_config, regist
 from jaxlab.tasks import classification, diffusion, maskgit, tokenizer  # noqa: F401
 
 __all__ = ["GENERATES", "SAMPLED_LOSS", "ModelBuilder", "Sampling", "Task", "available",
-           "default_config", "from_config", "make_model", "register", "require_abilities", "task_class"]
+           "default_config", "from_config", "make_model", "register", "require_abilities",
+           "task_class"]

@@ -26,10 +26,10 @@ Optional abilities are declared in `abilities`, never discovered with `hasattr`:
 
 - `SAMPLED_LOSS`: `sampled_loss(model, batch, rng)`, the loss on targets sampled from the model's
   own prediction (optimizers that estimate the Hessian's Gauss-Newton diagonal: SophiaG).
-- `GENERATES`: `sampling(info, **options) -> Sampling`, what `jaxlab.sample` draws with. Options
-  are the sampler's flags (`sampling_options` lists those the task takes; omitted ones default
-  to the task's config). Guidance has one convention everywhere: classifier-free guidance
-  `uncond + w·(cond − uncond)`, w = 1 means none; the label a generator is trained to read as
+- `GENERATES`: `prepare_sampling(info, **options) -> Sampling`, what `jaxlab.sample` draws
+  with. Options are the sampler's flags (`sampling_options` lists those the task takes; omitted
+  ones default to the task's config). Guidance has one convention everywhere: classifier-free
+  guidance `uncond + w·(cond − uncond)`, w = 1 means none; the label a generator is trained to read as
   "no class" is `info.num_classes`, and the probability of dropping a label to it in training
   is the task's `label_dropout`.
 """
@@ -121,7 +121,7 @@ class Task:
 
   name: ClassVar[str] = ""
   abilities: ClassVar[frozenset[str]] = frozenset()
-  sampling_options: ClassVar[tuple[str, ...]] = ()  # keywords of `sampling`
+  sampling_options: ClassVar[tuple[str, ...]] = ()  # keywords of `prepare_sampling`
 
   @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:
@@ -153,7 +153,7 @@ class Task:
   def sampled_loss(self, model: nnx.Module, batch: Batch, rng: jax.Array) -> jax.Array:
     raise NotImplementedError(f"task '{self.name}' declares no {SAMPLED_LOSS}")
 
-  def sampling(self, info: DatasetInfo, **options) -> Sampling:
+  def prepare_sampling(self, info: DatasetInfo, **options) -> Sampling:
     raise NotImplementedError(f"task '{self.name}' does not generate")
 
 

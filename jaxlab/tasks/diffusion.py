@@ -83,8 +83,8 @@ class Diffusion(Task):
     if self.latent:
       autoencoder = build(self.autoencoder)
       shape = latent_shape(autoencoder, shape, self.autoencoder["name"])
-    denoiser = build(in_channels=shape[-1], num_classes=build.info.num_classes if self.conditional else 0,
-                     img_size=shape[0])
+    num_classes = build.info.num_classes if self.conditional else 0
+    denoiser = build(in_channels=shape[-1], num_classes=num_classes, img_size=shape[0])
     if not self.latent:
       return denoiser
     return LatentDiffusionModel(denoiser, autoencoder, shape, self.latent_scale)
@@ -145,7 +145,7 @@ class Diffusion(Task):
     shape = (-1,) + (1,) * (x0.ndim - 1)
     return alpha.reshape(shape) * x0 + sigma.reshape(shape) * noise
 
-  def sampling(self, info, **options) -> Sampling:
+  def prepare_sampling(self, info, **options) -> Sampling:
     """Options: sampler (ddpm, ddim, euler, heun, dpmpp_2m), steps, guidance (1 = none), eta
     (DDIM's); omitted ones come from config.task (sampler, sample_steps, guidance)."""
     check_options(self, options)
@@ -160,8 +160,10 @@ class Diffusion(Task):
     if eta != 0.0 and sampler != "ddim":
       raise ValueError(f"eta is DDIM's; sampler '{sampler}' takes none")
     if guidance != 1.0 and not self.conditional:
-      raise ValueError("guidance needs a class-conditional run; this one is unconditional (use guidance 1)")
-    solver = create_sampler(sampler, self.formulation.grid(steps), **({"eta": eta} if sampler == "ddim" else {}))
+      raise ValueError("guidance needs a class-conditional run; this one is unconditional "
+                       "(use guidance 1)")
+    solver = create_sampler(sampler, self.formulation.grid(steps),
+                            **({"eta": eta} if sampler == "ddim" else {}))
 
     def draw(model, labels, rng):
       if not self.conditional:  # the network's only label row
@@ -169,8 +171,8 @@ class Diffusion(Task):
                              info.image_shape)
       return self.generate(model, solver, labels, rng, info.image_shape, guidance=guidance,
                            null_label=self.null_label(model))
-    return Sampling(draw, self.conditional, {"sampler": sampler, "steps": steps, "guidance": guidance,
-                                             "nfe": solver.nfe})
+    summary = {"sampler": sampler, "steps": steps, "guidance": guidance, "nfe": solver.nfe}
+    return Sampling(draw, self.conditional, summary)
 
   def generate(self, model: nnx.Module, sampler: Sampler, labels: jax.Array, rng: jax.Array,
                image_shape, *, guidance: float = 1.0, null_label: int | None = None) -> jax.Array:

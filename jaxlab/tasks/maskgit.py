@@ -128,7 +128,7 @@ class MaskGIT(Task):
     mask = batch["mask"].astype(jnp.float32)
     return {"loss": (loss * mask).sum(), "masked_accuracy": (accuracy * mask).sum(), "count": mask.sum()}
 
-  def sampling(self, info, **options) -> Sampling:
+  def prepare_sampling(self, info, **options) -> Sampling:
     """Options: sampler ('maskgit' only), steps (decoding steps), guidance (1 = none); omitted
     ones and the temperatures come from config.task.sampling."""
     check_options(self, options)
@@ -145,5 +145,6 @@ class MaskGIT(Task):
       codes = maskgit.decode(model.transformer, labels, rng, guidance_scale=guidance - 1.0, **settings)
       return model.images(codes)
     # One transformer pass per decoding step (the guided pass is batched with it).
-    return Sampling(draw, True, {"sampler": "maskgit", "steps": settings["steps"], "guidance": guidance,
-                                 "nfe": settings["steps"]})
+    summary = {"sampler": "maskgit", "steps": settings["steps"], "guidance": guidance,
+               "nfe": settings["steps"]}
+    return Sampling(draw, True, summary)
