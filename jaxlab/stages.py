@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from flax import serialization
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from jaxlab.checkpoint import quiet_orbax
 from jaxlab.state import TrainState
 
 # Orbax stores the TrainState under this item name (CheckpointManager's default).
@@ -78,10 +79,23 @@ class InitPlan:
   mapping: dict[str, str]  # source path -> target path
 
 
+def _first_line(error: Exception) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0][:200] if text else type(error).__name__
+
+
 def plan(abstract_state: TrainState, config: ml_collections.ConfigDict) -> InitPlan:
   """Checks, from metadata only, that the selected keys fit this model; raises InitFromError."""
   directory = resolve_checkpoint(config.path, config.get("step", None))
-  metadata = ocp.PyTreeCheckpointer().metadata(directory / _ITEM).item_metadata.tree
+  try:
+    with quiet_orbax():
+      item = ocp.PyTreeCheckpointer().metadata(directory / _ITEM).item_metadata
+  except Exception as e:  # pylint: disable=broad-except  # any unreadable metadata, one line
+    raise InitFromError(f"init_from {directory} is damaged and cannot be read "
+                        f"({type(e).__name__}: {_first_line(e)})") from None
+  if item is None:
+    raise InitFromError(f"init_from {directory} is damaged and cannot be read (no array metadata)")
+  metadata = item.tree
   source = {k: leaf for k, (_, leaf) in _flat(metadata).items()}
   target = _flat(serialization.to_state_dict(abstract_state))
   mapping = _select(source, config)
@@ -106,8 +120,14 @@ def load(state: TrainState, abstract_state: TrainState, init: InitPlan) -> Train
   """`state` with the planned arrays replaced, each read straight into its target sharding."""
   target = _flat(serialization.to_state_dict(abstract_state))
   item = unflatten_dict({tuple(src.split("/")): target[dst][1] for src, dst in init.mapping.items()})
-  restored = ocp.PyTreeCheckpointer().restore(init.directory / _ITEM, args=ocp.args.PyTreeRestore(
-      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True))
+  try:
+    with quiet_orbax():
+      restored = ocp.PyTreeCheckpointer().restore(init.directory / _ITEM, args=ocp.args.PyTreeRestore(
+          item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+          partial_restore=True))
+  except Exception as e:  # pylint: disable=broad-except  # damaged source: one line
+    raise InitFromError(f"init_from {init.directory} is damaged and cannot be read "
+                        f"({type(e).__name__}: {_first_line(e)})") from None
   loaded = {init.mapping[k]: leaf for k, (_, leaf) in _flat(restored).items()}
   merged = {key: loaded.get(path, leaf)
             for path, (key, leaf) in _flat(serialization.to_state_dict(state), True).items()}

@@ -31,7 +31,7 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=import-outside-toplevel
   from jaxlab import config as config_lib  # pylint: disable=import-outside-toplevel
-  from jaxlab import stages, trainer  # pylint: disable=import-outside-toplevel
+  from jaxlab import data, stages, trainer  # pylint: disable=import-outside-toplevel
   from jaxlab.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
   from jaxlab.preemption import Preempted  # pylint: disable=import-outside-toplevel
   from jaxlab.workdir import WorkdirError  # pylint: disable=import-outside-toplevel
@@ -45,7 +45,8 @@ def main(argv: list[str]) -> None:
     fail(str(e))
   try:
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
-  except (config_lib.ConfigError, stages.InitFromError, WorkdirError, CheckpointError) as e:  # one line
+  except (config_lib.ConfigError, data.DataError, stages.InitFromError, WorkdirError,
+          CheckpointError) as e:  # one line
     fail(str(e))
   except trainer.NonFiniteError as e:
     fail(str(e), status=1)

@@ -213,20 +213,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   with contextlib.ExitStack() as cleanup:  # closed in reverse order, also on errors and preemption
     # ---- State: resume from the latest checkpoint, or initialise (from another run's if asked) ----
+    # Everything that can refuse the run (another run's checkpoints, an unreadable init_from
+    # source) happens before anything is written to the workdir besides its lock.
     cleanup.callback(claim_workdir(workdir, jax.process_index()).close)  # one run per workdir
     check_space(workdir, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(setup.abstract_state)),
                 config.keep_checkpoints)
-    if jax.process_index() == 0:
-      (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     info = run_info(config)
     checkpointer = Checkpointer(workdir / "checkpoints", every_steps=config.checkpoint_every_steps,
                                 keep=config.keep_checkpoints, run_info=info)
     cleanup.callback(checkpointer.close)
-    best = None
-    if config.checkpoint_best.metric:
-      best = BestCheckpoint(workdir / "best_checkpoint", metric=config.checkpoint_best.metric,
-                            mode=config.checkpoint_best.mode, run_info=info)
-      cleanup.callback(best.close)
+    checkpointer.check_same_run(setup.abstract_state, config)
     state = checkpointer.restore_latest(setup.abstract_state, report=_warn)
     latest = None if state is None else int(jax.device_get(state.step))
     if state is None:
@@ -234,6 +230,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       if init_plan is not None:
         state = stages.load(state, setup.abstract_state, init_plan)
         _note(f"initialised {len(init_plan.mapping)} arrays from {init_plan.directory}")
+    if jax.process_index() == 0:
+      (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    best = None
+    if config.checkpoint_best.metric:
+      best = BestCheckpoint(workdir / "best_checkpoint", metric=config.checkpoint_best.metric,
+                            mode=config.checkpoint_best.mode, run_info=info)
+      cleanup.callback(best.close)
     start_step = int(jax.device_get(state.step))
 
     # ---- Steps -----------------------------------------------------------------------------------
@@ -252,7 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                  seed=config.seed, start_step=start_step)
     kill_at = int(os.environ.get(_KILL_AT_STEP_ENV, "-1"))
     kill_in_save = int(os.environ.get(_KILL_DURING_SAVE_ENV, "-1"))
-    history, history_start, eval_metrics = [], start_step, {}
+    history, history_start, eval_metrics, skipped_total = [], start_step, {}, 0
     window_start, window_time = start_step, time.perf_counter()
     for step in range(start_step + 1, total_steps + 1):
       if step == kill_at:
@@ -269,6 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         history = jax.device_get(history)
         _check_finite(history, history_start + 1, config.nonfinite)
       if log_due:
+        skipped_total += int(sum(h["skipped"] for h in history))
         scalars = {("lr" if k == "lr" else f"train/{k}"): v for k, v in _window_scalars(history).items()}
         history, history_start = [], step
         # Fetching the metrics waited for the device, so this is throughput, not dispatch rate.
@@ -293,4 +297,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
     if not eval_metrics:  # resumed at the end: nothing was trained, still report the result
       eval_metrics = evaluate_all(eval_step, state, config, batch_sharding)
+    if skipped_total:
+      _warn(f"{skipped_total} of {total_steps - start_step} updates since step {start_step} were "
+            "dropped for a non-finite loss or gradient (config.nonfinite='skip')")
     return eval_metrics

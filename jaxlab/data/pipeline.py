@@ -99,6 +99,10 @@ def check_dataset_name(name: str) -> None:
                      '(any TFDS image-classification builder)')
 
 
+class DataError(ValueError):
+  """A dataset that cannot be read or prepared; the message is one line saying what to do."""
+
+
 def dataset_info(cfg: ml_collections.ConfigDict) -> DatasetInfo:
   """Shapes, classes and split sizes; prepares the embedded dataset if needed (offline)."""
   source = _Source(cfg)
@@ -207,9 +211,11 @@ class _Source:
     check_dataset_name(cfg.name)
     self._builder = tfds.builder(cfg.name, data_dir=cfg.data_dir)
     if not self._builder.is_prepared():
+      where = f"dataset '{cfg.name}' is not prepared in {self._builder.data_dir}"
+      how = (f"prepare it there with `tfds build {cfg.name} --data_dir=DIR` on a machine that can "
+             "download it and set config.dataset.data_dir=DIR")
       if cfg.name not in EMBEDDED_DATASETS and not cfg.get('download', True):
-        raise ValueError(f"dataset '{cfg.name}' is not prepared in {self._builder.data_dir}; set "
-                         "dataset.download=True or run `tfds build` for it")
+        raise DataError(f"{where} and config.dataset.download is False; {how}")
       try:
         # The embedded datasets are generated from local data; the others are downloaded by TFDS.
         self._builder.download_and_prepare()
@@ -219,6 +225,10 @@ class _Source:
         self._builder = tfds.builder(cfg.name, data_dir=cfg.data_dir)
         if not self._builder.is_prepared():
           raise
+      except Exception as e:  # pylint: disable=broad-except  # offline, no access: one line
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise DataError(f"{where} and downloading it failed ({type(e).__name__}: {reason}); "
+                        f"{how}") from None
     features = self._builder.info.features
     self._image_key, self._label_key = self._builder.info.supervised_keys or ('image', 'label')
     self._image_feature = features[self._image_key]

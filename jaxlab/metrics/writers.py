@@ -1,13 +1,15 @@
 """Where logged metrics go: `metrics.jsonl` in the workdir and TensorBoard scalars.
 
 Only process 0 writes. On resume, records after the restored step are dropped from the JSONL so
-that it reads as one uninterrupted run.
+that it reads as one uninterrupted run; a last line cut short by a kill is dropped with a warning
+(every line before it is kept).
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 import jax
 import numpy as np
@@ -29,8 +31,11 @@ class MetricWriter:
   def _truncate_after(self, step: int) -> None:
     if not self.jsonl_path.exists():
       return
-    lines = self.jsonl_path.read_text(encoding="utf-8").splitlines()
-    keep = [l for l in lines if l.strip() and json.loads(l)["step"] <= step]
+    records, cut = _parse(self.jsonl_path.read_text(encoding="utf-8", errors="replace"))
+    if cut:
+      print(f"warning: {self.jsonl_path}: dropped {cut} unreadable line(s) (a write cut short)",
+            file=sys.stderr, flush=True)
+    keep = [json.dumps(r) for r in records if r["step"] <= step]
     self.jsonl_path.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
@@ -48,7 +53,24 @@ class MetricWriter:
       self._tensorboard.close()
 
 
+def _parse(text: str) -> tuple[list[dict], int]:
+  """(the records that parse, the number of lines that do not) of a JSONL text."""
+  records, bad = [], 0
+  for line in text.splitlines():
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      bad += 1
+      continue
+    if isinstance(record, dict) and "step" in record:
+      records.append(record)
+    else:
+      bad += 1
+  return records, bad
+
+
 def read_jsonl(path: str | pathlib.Path) -> list[dict]:
-  """The records of a metrics.jsonl file, in order."""
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The records of a metrics.jsonl file, in order (lines cut short by a kill are skipped)."""
+  return _parse(pathlib.Path(path).read_text(encoding="utf-8", errors="replace"))[0]
