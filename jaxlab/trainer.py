@@ -199,13 +199,15 @@ def evaluate_all(eval_step, state, config, batch_sharding) -> dict[str, float]:
   return metrics
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+                       devices=None) -> dict[str, float]:
   """Trains (resuming from the workdir's latest checkpoint if any); returns the final eval metrics.
 
-  Raises Preempted after saving when SIGTERM arrives; the same call resumes.
+  `devices`: the devices of the mesh (default: all of them). Raises Preempted after saving when
+  SIGTERM arrives; the same call resumes.
   """
   workdir = pathlib.Path(workdir)
-  setup = build(config)
+  setup = build(config, devices)
   batch_sharding, total_steps = setup.batch_sharding, setup.total_steps
   init_plan = None
   if config.init_from.path:  # checked now, from metadata, before anything is written

@@ -418,6 +418,8 @@ def test_eval_resize_and_center_crop():
 def test_unprepared_dataset_without_download_is_one_line(tmp_path):
   cfg = data.default_dataset_config()
   cfg.name, cfg.data_dir, cfg.download = 'mnist', str(tmp_path), False
-  with pytest.raises(ValueError, match=r"dataset 'mnist' is not prepared in .*dataset.download=True") as e:
+  with pytest.raises(data.DataError, match=r"dataset 'mnist' is not prepared in .* and "
+                                           r"config.dataset.download is False; prepare it there with "
+                                           r"`tfds build mnist") as e:
     data.dataset_info(cfg)
   assert '\n' not in str(e.value)

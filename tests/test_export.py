@@ -70,26 +70,24 @@ def test_schedule_free_run_exports_its_evaluation_point(tmp_path):
 
 @pytest.mark.parametrize("written_on, exported_on", [(8, 1), (1, 8)])
 def test_export_reads_a_checkpoint_written_on_another_mesh(tmp_path, written_on, exported_on):
-  """A run written by one device count (8: data, FSDP and tensor parallelism) is exported by a
-  process with another; the run is rebuilt on the devices there. The tensors equal what a
-  process with the writing run's device count reads back."""
+  """A run written on one device count (8: data, FSDP and tensor parallelism) is exported by a
+  process with another; the run is rebuilt on the devices there. The tensors equal what this
+  process read back right after training."""
   import cli_runner  # pylint: disable=import-outside-toplevel
+  from jaxlab.export import exported_tensors  # pylint: disable=import-outside-toplevel
+  config = load_config_file("configs/quickstart.py")
+  config.total_steps = config.checkpoint_every_steps = config.eval_every_steps = 4
+  if written_on == 8:
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
+    config.sharding.fsdp_min_size = 64
   workdir = tmp_path / "run"
-  mesh = (["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
-           "--config.sharding.fsdp_min_size=64"] if written_on == 8 else [])
-  code, _, err = cli_runner.run("configs/quickstart.py", workdir, "--config.total_steps=4",
-                                "--config.checkpoint_every_steps=4", "--config.eval_every_steps=4",
-                                *mesh, devices=written_on)
-  assert code == 0, err[-2000:]
+  trainer.train_and_evaluate(config, workdir, devices=jax.devices()[:written_on])
+  expected = exported_tensors(workdir)
   out = tmp_path / "model.safetensors"
   result = subprocess.run([sys.executable, "-m", "jaxlab.export", f"--workdir={workdir}", f"--out={out}"],
                           cwd=cli_runner.ROOT, env=cli_runner.train_env(exported_on),
                           capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
-  from jaxlab.export import exported_tensors  # pylint: disable=import-outside-toplevel
-  # This process has 8 devices: it reads the 8-device run on its own mesh, the 1-device run
-  # spread over all 8.
-  expected = exported_tensors(workdir)
   got = load_file(out)
   assert set(got) == set(expected)
   for name, value in expected.items():

@@ -154,8 +154,9 @@ def test_sam_cells_run_vmapped_over_rho_as_they_train_alone(tmp_path):
   assert group.traced == ("rho",)
   rows = runner.run_study(study, tmp_path, show_progress=False)
   assert len(rows) == 3 and all(math.isfinite(r["final_loss"]) for r in rows)
-  program = engine.GroupProgram(study, group)
-  vmapped = engine.run_steps(program, program.initial_state(), 0)
+  checkpointer = Checkpointer(tmp_path / "groups" / group.id / "checkpoints", every_steps=1, keep=1)
+  vmapped = checkpointer.restore(3, engine.GroupProgram(study, group).abstract_state)  # traced only
+  checkpointer.close()
   cell = group.cells[2]
   alone = engine.GroupProgram(study, groups.Group(cell.backbone, cell.optimizer, (cell,), (),
                                                   vmapped=False))

@@ -184,15 +184,13 @@ def test_train_resume_sample_and_export_through_the_clis(config_file, tmp_path):
   distances = ((generated[:, None] - means[None]) ** 2).sum(axis=(2, 3, 4))
   assert distances.argmin(1).tolist() == list(range(10))
 
-  # One guidance convention: w = 3 reaches the task's draw and changes the samples.
-  guided = _cli("jaxlab.sample", f"--workdir={workdir}", "--num=10", "--guidance=3",
-                f"--out={tmp_path / 'g'}")
-  assert guided.returncode == 0, guided.stderr[-3000:]
-  assert not np.array_equal(np.load(tmp_path / "g" / "samples.npz")["images"], drawn["images"])
-  unknown = _cli("jaxlab.sample", f"--workdir={workdir}", "--num=4", "--eta=0.5")
-  assert unknown.returncode == 2
-  assert unknown.stderr.strip().splitlines()[-1] == (
-      "error: a 'class_means' run takes no sampling option(s) eta; valid: guidance")
+  # One guidance convention: w = 3 reaches the task's draw (the CLI's Python entry, in process).
+  from jaxlab.sample import SampleError, sample_run  # pylint: disable=import-outside-toplevel
+  guided = sample_run(workdir, num=10, guidance=3.0, progress=False)
+  assert guided["guidance"] == 3.0 and not np.array_equal(guided["images"], drawn["images"])
+  with pytest.raises(SampleError, match=r"^a 'class_means' run takes no sampling option\(s\) eta; "
+                                        r"valid: guidance$"):
+    sample_run(workdir, num=4, eta=0.5)
 
   exported = _cli("jaxlab.export", f"--workdir={workdir}", f"--out={tmp_path / 'm.safetensors'}")
   assert exported.returncode == 0, exported.stderr[-3000:]

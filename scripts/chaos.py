@@ -1,0 +1,166 @@
+"""Fault injection anyone can repeat: SIGKILL a training run at random moments, then check that
+nothing was lost.
+
+  python scripts/chaos.py --workdir=/tmp/chaos --kills=20 [--steps=300] [--seed=S]
+
+1. An uninterrupted run of the quick-start config (`--steps` steps, a checkpoint every 10, all
+   kept) in WORKDIR/straight; its wall time sets the kill times.
+2. The same command in WORKDIR/chaos, started again and again and killed with SIGKILL at a random
+   moment each time — during start-up, steps, asynchronous checkpoint writes, metric writes or
+   evaluation alike — `--kills` times, then run to the end. After every kill: every checkpoint
+   that was ever complete is still there, none was set aside.
+3. The final parameters and batch statistics equal the uninterrupted run's bit for bit,
+   metrics.jsonl parses and has the uninterrupted run's records.
+4. One data file of the final checkpoint is truncated; the run started again sets aside that step
+   only, resumes from the one before, and ends bit-identical again.
+
+Prints one line per kill and a summary (kills, resumes, checkpoints lost); exits 1 on a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _command(workdir: pathlib.Path, steps: int) -> list[str]:
+  return [sys.executable, "-m", "jaxlab.train", "--config=configs/quickstart.py",
+          f"--workdir={workdir}", f"--config.total_steps={steps}", "--config.log_every_steps=5",
+          "--config.checkpoint_every_steps=10", "--config.eval_every_steps=50",
+          "--config.keep_checkpoints=100000"]
+
+
+def _finalized(workdir: pathlib.Path) -> set[int]:
+  root = workdir / "checkpoints"
+  return {int(p.name) for p in root.iterdir() if p.name.isdigit()} if root.is_dir() else set()
+
+
+def _set_aside(workdir: pathlib.Path) -> list[str]:
+  root = workdir / "checkpoints"
+  return sorted(p.name for p in root.iterdir() if p.name.startswith("damaged-")) if root.is_dir() else []
+
+
+def _records(workdir: pathlib.Path) -> list[dict]:
+  """Every line of metrics.jsonl, strictly: a line that does not parse is a failure."""
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _tensors(step_dir: pathlib.Path) -> dict:
+  from jaxlab.export import exported_tensors  # pylint: disable=import-outside-toplevel
+  return exported_tensors(step_dir)
+
+
+def _same(a: dict, b: dict) -> bool:
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", required=True, type=pathlib.Path)
+  parser.add_argument("--kills", type=int, default=20)
+  parser.add_argument("--steps", type=int, default=300)
+  parser.add_argument("--seed", type=int, default=None)
+  args = parser.parse_args()
+  seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+  rng = random.Random(seed)
+  straight, chaos = args.workdir / "straight", args.workdir / "chaos"
+  for path in (straight, chaos):
+    if path.exists():
+      print(f"error: {path} exists; give a new --workdir", file=sys.stderr)
+      return 2
+  env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+  failures = []
+
+  start = time.perf_counter()
+  subprocess.run(_command(straight, args.steps), cwd=ROOT, env=env, check=True,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  wall = time.perf_counter() - start
+  print(f"seed {seed}: uninterrupted run of {args.steps} steps took {wall:.1f} s")
+
+  ever, kills, resumes = set(), 0, 0
+  while True:
+    remaining_kills = args.kills - kills
+    proc = subprocess.Popen(_command(chaos, args.steps), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if remaining_kills > 0:
+      # Spread the kills over the run: each waits a random part of about twice an equal share.
+      delay = rng.uniform(0.05, 2.0 * wall / (remaining_kills + 1) + 0.3 * wall / args.kills)
+      try:
+        proc.wait(timeout=delay)
+      except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate()
+    resumed = "resumed from step" in out + err
+    resumes += resumed
+    if proc.returncode == -signal.SIGKILL:
+      kills += 1
+      now = _finalized(chaos)
+      lost = sorted(ever - now)
+      ever |= now
+      print(f"kill {kills:2d} after {delay:5.1f} s: checkpoints {max(now, default='-')} "
+            f"({len(now)} kept){'  LOST ' + str(lost) if lost else ''}")
+      if lost:
+        failures.append(f"checkpoints {lost} disappeared after kill {kills}")
+      if _set_aside(chaos):
+        failures.append(f"set aside after kill {kills}: {_set_aside(chaos)}")
+      continue
+    if proc.returncode != 0:
+      failures.append(f"the run failed (exit {proc.returncode}): {err.strip().splitlines()[-1:]}")
+    break
+
+  final = chaos / "checkpoints" / str(args.steps)
+  reference = _tensors(straight / "checkpoints" / str(args.steps))
+  if not failures:
+    lost = sorted(ever - _finalized(chaos))
+    if lost:
+      failures.append(f"checkpoints {lost} disappeared")
+    if not _same(_tensors(final), reference):
+      failures.append("final parameters differ from the uninterrupted run's")
+    keys = ("step", "train/loss", "train/accuracy", "eval/loss", "eval/accuracy")
+    try:
+      got = [{k: r.get(k) for k in keys} for r in _records(chaos)]
+      if got != [{k: r.get(k) for k in keys} for r in _records(straight)]:
+        failures.append("metrics.jsonl differs from the uninterrupted run's")
+    except json.JSONDecodeError as e:
+      failures.append(f"metrics.jsonl does not parse: {e}")
+
+  # A damaged final checkpoint: only it is set aside, and the run ends the same again.
+  if not failures:
+    data_files = sorted(p for p in final.rglob("*") if p.is_file() and "/d/" in str(p))
+    victim = rng.choice(data_files)
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    result = subprocess.run(_command(chaos, args.steps), cwd=ROOT, env=env, capture_output=True,
+                            text=True, check=False)
+    before = _finalized(chaos)
+    if result.returncode != 0:
+      failures.append(f"restart after damage failed: {result.stderr.strip().splitlines()[-1:]}")
+    elif _set_aside(chaos) != [f"damaged-{args.steps}"]:
+      failures.append(f"set aside after damaging step {args.steps}: {_set_aside(chaos)}")
+    elif (ever - {args.steps}) - before:
+      failures.append(f"intact checkpoints disappeared: {sorted((ever - {args.steps}) - before)}")
+    elif not _same(_tensors(final), reference):
+      failures.append("parameters after recovering from the damaged step differ")
+    else:
+      print(f"damaged {victim.relative_to(chaos)}: only step {args.steps} was set aside; "
+            "resumed from the one before and ended bit-identical")
+
+  print(f"kills {kills}, resumes {resumes}, checkpoints ever complete {len(ever)}, "
+        f"checkpoints lost {len(ever - _finalized(chaos) - {args.steps})}, "
+        f"final parameters {'bit-identical' if not failures else 'NOT checked/identical'}")
+  for failure in failures:
+    print(f"FAILED: {failure}", file=sys.stderr)
+  return 1 if failures else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
