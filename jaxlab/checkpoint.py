@@ -16,9 +16,11 @@ fresh reader fails to read twice is renamed to `damaged-N`, one step at a time.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import pathlib
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -42,11 +44,25 @@ class CheckpointMismatch(CheckpointError):
 def quiet_orbax():
   """Orbax logs warnings for ordinary read-only access (read-only managers, item metadata)."""
   level = logging.get_verbosity()
-  logging.set_verbosity(max(level, logging.ERROR) if level <= logging.WARNING else level)
+  logging.set_verbosity(min(level, logging.ERROR))  # absl: lower is quieter
   try:
     yield
   finally:
     logging.set_verbosity(level)
+
+
+@contextlib.contextmanager
+def _failed_reads_quiet():
+  """A failed Orbax read leaves its other reads' coroutines to the garbage collector, and each
+  prints "Exception ignored in ..." with a page of traceback: the same failure, which the caller
+  reports in one line. Collect them here, with that printing off."""
+  previous = sys.unraisablehook
+  sys.unraisablehook = lambda unraisable: None
+  try:
+    yield
+  finally:
+    gc.collect()
+    sys.unraisablehook = previous
 
 
 def _read_only(directory: pathlib.Path) -> ocp.CheckpointManager:
@@ -107,7 +123,8 @@ def saved_run_info(step_dir: str | pathlib.Path) -> dict:
   step_dir = pathlib.Path(step_dir)
   manager = _read_only(step_dir.parent)
   try:
-    return dict(manager.metadata(int(step_dir.name)).custom_metadata or {})
+    with quiet_orbax():
+      return dict(manager.metadata(int(step_dir.name)).custom_metadata or {})
   finally:
     manager.close()
 
@@ -119,7 +136,8 @@ def restore_step(directory: pathlib.Path, step: int, abstract_state: TrainState)
   manager = _read_only(directory)
   try:
     target = serialization.to_state_dict(abstract_state)
-    restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+    with quiet_orbax():
+      restored = manager.restore(step, args=ocp.args.StandardRestore(target))
   finally:
     manager.close()
   return serialization.from_state_dict(abstract_state, restored)
@@ -205,17 +223,17 @@ class Checkpointer:
     """
     steps = saved_steps(self.directory)
     for step in steps:
-      try:
-        return self.restore(step, abstract_state)
-      except Exception:  # pylint: disable=broad-except  # read again before calling it damaged
-        pass
-      try:
-        return self.restore(step, abstract_state)
-      except Exception as e:  # pylint: disable=broad-except  # twice unreadable: damaged
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        kept = self._set_aside(step)
-        report(f"checkpoint {self.directory / str(step)} is damaged ({type(e).__name__}: "
-               f"{reason[:200]}); moved to {kept}, falling back to the previous one")
+      error = None
+      for _ in range(2):  # a second fresh reader must fail too before the step is called damaged
+        try:
+          with _failed_reads_quiet():
+            return self.restore(step, abstract_state)
+        except Exception as e:  # pylint: disable=broad-except  # any read failure
+          error = e
+      reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+      kept = self._set_aside(step)
+      report(f"checkpoint {self.directory / str(step)} is damaged ({type(error).__name__}: "
+             f"{reason[:200]}); moved to {kept}, falling back to the previous one")
     if steps:
       raise CheckpointError(f"no readable checkpoint in {self.directory} (tried steps "
                             f"{', '.join(map(str, steps))}); move them away to start afresh")

@@ -15,11 +15,10 @@ from typing import Callable
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
-from flax import nnx, serialization
+from flax import nnx
 
 from jaxlab import optim, stages, trainer
-from jaxlab.checkpoint import saved_run_info
+from jaxlab.checkpoint import restore_step, saved_run_info
 from jaxlab.config import ConfigError, mesh_shape
 
 
@@ -59,14 +58,7 @@ def restore_run(workdir: str | pathlib.Path, step: int | None = None, ema: bool 
   setup = trainer.build(config)
   if before_restore is not None:
     before_restore(setup)
-  abstract = setup.abstract_state
-  manager = ocp.CheckpointManager(checkpoint.parent, options=ocp.CheckpointManagerOptions(read_only=True))
-  try:
-    restored = manager.restore(int(checkpoint.name),
-                               args=ocp.args.StandardRestore(serialization.to_state_dict(abstract)))
-  finally:
-    manager.close()
-  state = serialization.from_state_dict(abstract, restored)
+  state = restore_step(checkpoint.parent, int(checkpoint.name), setup.abstract_state)
   params = optim.evaluation_params(state.params, state.opt_state)
   model_state = state.model_state
   if ema:

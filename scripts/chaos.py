@@ -11,8 +11,8 @@ nothing was lost.
    that was ever complete is still there, none was set aside.
 3. The final parameters and batch statistics equal the uninterrupted run's bit for bit,
    metrics.jsonl parses and has the uninterrupted run's records.
-4. One data file of the final checkpoint is truncated; the run started again sets aside that step
-   only, resumes from the one before, and ends bit-identical again.
+4. The largest data file of the final checkpoint is truncated; the run started again sets aside
+   that step only, resumes from the one before, and ends bit-identical again.
 
 Prints one line per kill and a summary (kills, resumes, checkpoints lost); exits 1 on a failure.
 """
@@ -81,11 +81,20 @@ def main() -> int:
   env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
   failures = []
 
-  start = time.perf_counter()
-  subprocess.run(_command(straight, args.steps), cwd=ROOT, env=env, check=True,
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  start, startup = time.perf_counter(), None
+  proc = subprocess.Popen(_command(straight, args.steps), cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  while proc.poll() is None:
+    if startup is None and (straight / "metrics.jsonl").exists():
+      startup = time.perf_counter() - start  # imports, data, compilation: until the first log
+    time.sleep(0.05)
+  if proc.returncode != 0:
+    print(f"error: the uninterrupted run failed (exit {proc.returncode})", file=sys.stderr)
+    return 1
   wall = time.perf_counter() - start
-  print(f"seed {seed}: uninterrupted run of {args.steps} steps took {wall:.1f} s")
+  startup = startup or wall / 2
+  print(f"seed {seed}: uninterrupted run of {args.steps} steps took {wall:.1f} s "
+        f"({startup:.1f} s to its first step)")
 
   ever, kills, resumes = set(), 0, 0
   while True:
@@ -93,8 +102,10 @@ def main() -> int:
     proc = subprocess.Popen(_command(chaos, args.steps), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if remaining_kills > 0:
-      # Spread the kills over the run: each waits a random part of about twice an equal share.
-      delay = rng.uniform(0.05, 2.0 * wall / (remaining_kills + 1) + 0.3 * wall / args.kills)
+      # Mostly during training (steps, saves, metric writes, evals), sometimes in start-up: each
+      # kill lets the run go on for a random part of about twice an equal share of what is left.
+      share = (wall - startup) * (1 - len(_finalized(chaos)) * 10 / args.steps) / (remaining_kills + 1)
+      delay = max(0.05, startup + rng.uniform(-0.3 * startup, 2.0 * max(share, 0.5)))
       try:
         proc.wait(timeout=delay)
       except subprocess.TimeoutExpired:
@@ -136,8 +147,10 @@ def main() -> int:
 
   # A damaged final checkpoint: only it is set aside, and the run ends the same again.
   if not failures:
-    data_files = sorted(p for p in final.rglob("*") if p.is_file() and "/d/" in str(p))
-    victim = rng.choice(data_files)
+    # The largest data file holds arrays every restore reads (Orbax also keeps files that no
+    # restore reads: damaging one of those changes nothing, rightly).
+    victim = max((p for p in final.rglob("*") if p.is_file() and "/d/" in str(p)),
+                 key=lambda p: p.stat().st_size)
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     result = subprocess.run(_command(chaos, args.steps), cwd=ROOT, env=env, capture_output=True,
                             text=True, check=False)

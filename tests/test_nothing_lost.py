@@ -94,3 +94,18 @@ def test_a_dataset_that_is_not_prepared_is_one_line(tmp_path):
   assert err.strip().splitlines()[-1].startswith(
       f"error: dataset 'mnist' is not prepared in {tmp_path / 'tfds'}")
   assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_chaos_script_two_kills_ends_bit_identical(tmp_path):
+  """scripts/chaos.py at CI size: SIGKILLs at random moments, then a damaged final checkpoint."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  import cli_runner  # pylint: disable=import-outside-toplevel
+  result = subprocess.run([sys.executable, "scripts/chaos.py", f"--workdir={tmp_path}", "--kills=2",
+                           "--steps=30"], cwd=cli_runner.ROOT, env=cli_runner.train_env(1),
+                          capture_output=True, text=True, timeout=900, check=False)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  summary = result.stdout.strip().splitlines()[-1]
+  assert summary.startswith("kills 2, ") and "checkpoints lost 0" in summary, result.stdout
+  assert "final parameters bit-identical" in summary
+  assert "only step 30 was set aside" in result.stdout
