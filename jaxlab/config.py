@@ -10,6 +10,7 @@ import importlib.util
 import math
 import pathlib
 import re
+import sys
 
 import ml_collections
 from ml_collections import config_dict
@@ -71,6 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict()
   c.optim.name = optimizers.DEFAULT
   c.optim.lr = 0.1  # peak learning rate
+  # Weight decay, when set, whatever hparams say (timm's --weight-decay); None: hparams' or the
+  # optimizer's default.
+  c.optim.weight_decay = config_dict.placeholder(float)
   c.optim.schedule = "cosine"  # constant, cosine, linear, polynomial, step
   c.optim.warmup_steps = 0
   c.optim.warmup_epochs = config_dict.placeholder(float)  # overrides warmup_steps when set
@@ -226,6 +230,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     raise ConfigError(f"config.optim.layer_decay must be in (0, 1], got {config.optim.layer_decay}")
   if "lr" in config.optim.hparams:
     raise ConfigError("set the learning rate with config.optim.lr, not config.optim.hparams.lr")
+  foreign = optim.foreign_hparams(config.optim.name, dict(config.optim.hparams))
+  if foreign:  # left over from another optimizer (the config's), not misspelt: drop them
+    print(f"note: config.optim.hparams {', '.join(foreign)} are not '{config.optim.name}' "
+          "hyperparameters: dropped", file=sys.stderr)
+    config.optim.hparams = ml_collections.ConfigDict(
+        {k: v for k, v in config.optim.hparams.items() if k not in foreign})
+  if config.optim.get("weight_decay") is not None:  # it wins: say so in the recorded config too
+    if "weight_decay" not in optim.entry(config.optim.name).resolve(dict(config.optim.hparams)):
+      raise ConfigError(f"config.optim.weight_decay: optimizer '{config.optim.name}' takes none")
+    config.optim.hparams = ml_collections.ConfigDict(
+        {**config.optim.hparams, "weight_decay": config.optim.weight_decay})
   try:
     optim.check_hparams(config.optim.name, dict(config.optim.hparams))
     optim.entry(config.optim.name).needs(dict(config.optim.hparams))  # checks step hyperparameters

@@ -102,12 +102,19 @@ def main() -> int:
     proc = subprocess.Popen(_command(chaos, args.steps), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if remaining_kills > 0:
-      # Mostly during training (steps, saves, metric writes, evals), sometimes in start-up: each
-      # kill lets the run go on for a random part of about twice an equal share of what is left.
-      share = (wall - startup) * (1 - len(_finalized(chaos)) * 10 / args.steps) / (remaining_kills + 1)
-      delay = max(0.05, startup + rng.uniform(-0.3 * startup, 2.0 * max(share, 0.5)))
+      began = time.perf_counter()
+      if rng.random() < 0.2:  # in start-up (imports, restore, compilation)
+        delay = rng.uniform(0.05, startup)
+      else:  # in training: steps, saves, metric writes, evals
+        log = chaos / "metrics.jsonl"
+        size = log.stat().st_size if log.exists() else 0
+        while proc.poll() is None and not (log.exists() and log.stat().st_size > size):
+          time.sleep(0.05)  # until this process logs its first step
+        # A random part of about twice an equal share of the training left.
+        left = (wall - startup) * max(0.0, 1 - len(_finalized(chaos)) * 10 / args.steps)
+        delay = time.perf_counter() - began + rng.uniform(0, 2.0 * left / (remaining_kills + 1))
       try:
-        proc.wait(timeout=delay)
+        proc.wait(timeout=max(0.01, delay - (time.perf_counter() - began)))
       except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGKILL)
     out, err = proc.communicate()

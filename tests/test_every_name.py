@@ -62,3 +62,35 @@ def test_every_schedule_and_averaging_method(schedule, averaging, tmp_path):
   metrics = _run(tmp_path, **keys)
   if averaging not in (None, "none"):
     assert np.isfinite(metrics["eval_ema/loss"])
+
+
+def test_switching_optimizer_on_the_command_line_takes_one_try(capsys):
+  """`--config.optim.name=lamb --config.optim.lr=2e-3 --config.optim.weight_decay=0.05` on a config
+  written for SGD: SGD's momentum and nesterov are dropped with a note; a misspelt key is still
+  an error; the top-level weight decay is the one used."""
+  from jaxlab.config import ConfigError  # pylint: disable=import-outside-toplevel
+  config = load_config_file("configs/quickstart.py")
+  config.optim.name, config.optim.lr, config.optim.weight_decay = "lamb", 2e-3, 0.05
+  validate(config, jax.device_count())
+  assert "note: config.optim.hparams momentum, nesterov are not 'lamb' hyperparameters: dropped" \
+      in capsys.readouterr().err
+  assert config.optim.hparams.to_dict() == {"weight_decay": 0.05}
+  # The library path (no validate) agrees: SGD's keys dropped, the top-level weight decay wins.
+  raw = load_config_file("configs/quickstart.py")
+  raw.optim.name, raw.optim.lr, raw.optim.weight_decay = "lamb", 2e-3, 0.05
+  explicit = load_config_file("configs/quickstart.py")
+  explicit.optim.name, explicit.optim.lr, explicit.optim.hparams = "lamb", 2e-3, {"weight_decay": 0.05}
+  sgd = load_config_file("configs/quickstart.py")
+  for c in (raw, explicit, sgd):
+    c.optim.warmup_steps = 0  # a non-zero lr at the first update
+  params = {"w": jax.numpy.ones((3, 2)), "b": jax.numpy.ones((2,))}
+  grads = jax.tree.map(lambda p: 0.1 * p, params)
+  tx_a, tx_b = (optim.build(c.optim, total_steps=10).tx for c in (raw, explicit))
+  updates_a, _ = tx_a.update(grads, tx_a.init(params), params)
+  updates_b, _ = tx_b.update(grads, tx_b.init(params), params)
+  jax.tree.map(np.testing.assert_array_equal, updates_a, updates_b)
+  tx_c = optim.build(sgd.optim, total_steps=10).tx
+  assert not np.array_equal(tx_c.update(grads, tx_c.init(params), params)[0]["w"], updates_a["w"])
+  config.optim.hparams = {"momentun": 0.9}
+  with pytest.raises(ConfigError, match=r"unknown hyperparameter\(s\) momentun for optimizer 'lamb'"):
+    validate(config, jax.device_count())

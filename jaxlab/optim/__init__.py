@@ -3,7 +3,8 @@
 from jaxlab.optim.averaging import averaged_params, ema, lookahead, sema, swa
 from jaxlab.optim.param_groups import ParamGroupError, lr_scales, scale_by_param_group
 from jaxlab.optim.build import Optimizer, available_averaging, build, weight_decay_labels
-from jaxlab.optim.registry import StepNeeds, available, check_hparams, create, entry, register
+from jaxlab.optim.registry import (StepNeeds, available, check_hparams, create, entry, foreign_hparams,
+                                   register)
 from jaxlab.optim.recent_optimizers import evaluation_params, schedule_free_eval_params
 from jaxlab.optim.schedules import available_schedules, make_schedule
 # Importing the optimizer modules registers them.

@@ -24,7 +24,7 @@ import optax
 
 from jaxlab.optim import averaging
 from jaxlab.optim.param_groups import param_path, scale_by_param_group
-from jaxlab.optim.registry import NO_NEEDS, StepNeeds, create, entry
+from jaxlab.optim.registry import NO_NEEDS, StepNeeds, create, entry, foreign_hparams
 from jaxlab.optim.schedules import make_schedule
 
 AVERAGING = {"ema": averaging.ema, "sema": averaging.sema, "swa": averaging.swa,
@@ -89,8 +89,14 @@ def build(optim_config: ml_collections.ConfigDict, *, total_steps: int,
   """
   if schedule is None:
     schedule = schedule_from_config(optim_config, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
-  hparams = dict(optim_config.hparams if hparams is None else hparams)
+  if hparams is None:
+    hparams = dict(optim_config.hparams)
+    if optim_config.get("weight_decay", None) is not None:  # the top-level key wins
+      hparams["weight_decay"] = optim_config.weight_decay
+  hparams = dict(hparams)
   found = entry(optim_config.name)
+  # Keys another optimizer takes (left by switching optimizers; the CLI notes them) are dropped.
+  hparams = {k: v for k, v in hparams.items() if k not in foreign_hparams(optim_config.name, hparams)}
   needs = found.needs(hparams)
   # Step hyperparameters (SophiaG's hessian_every) are the step's: not the transformation's.
   hparams = {k: v for k, v in hparams.items() if k not in found.step_hparams}

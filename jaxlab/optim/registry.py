@@ -118,10 +118,24 @@ def check_hparams(name: str, hparams: dict[str, Any]) -> None:
                      f"valid: {', '.join(sorted(valid))}")
 
 
+def foreign_hparams(name: str, hparams: dict[str, Any]) -> list[str]:
+  """Keys of `hparams` that optimizer `name` does not take but another registered one does: left
+  over from switching optimizers (SGD's momentum under LAMB), not misspelt."""
+  found = entry(name)
+  valid = found.resolve({k: v for k, v in hparams.items() if k == found.wraps})
+  others = set().union(*(e.defaults for e in _REGISTRY.values()))
+  return sorted(k for k in hparams if k not in valid and k in others)
+
+
 def create(name: str, **hparams) -> optax.GradientTransformation:
-  """The optimizer's transformation. For an entry with step needs (SAM, SophiaG), the update alone
-  is not the whole optimizer: train it through `jaxlab.optim.build`'s `Optimizer.needs` (as the
-  trainer does) or read `entry(name).needs(hparams)` in a custom step."""
+  """The optimizer's transformation, as the reference class with one parameter group: weight
+  decay applies to every parameter. (Configs go through `jaxlab.optim.build`, which, like timm's
+  `create_optimizer_v2`, exempts biases, norms and other 1-D parameters.) `entry(name).defaults`
+  lists the hyperparameters and their defaults.
+
+  For an entry with step needs (SAM, SophiaG), the update alone is not the whole optimizer: train
+  it through `jaxlab.optim.build`'s `Optimizer.needs` (as the trainer does) or read
+  `entry(name).needs(hparams)` in a custom step."""
   check_hparams(name, hparams)
   found = entry(name)
   resolved = found.resolve(hparams)
