@@ -116,7 +116,7 @@ def evaluate(eval_step, state, config, batch_sharding) -> dict[str, float]:
 
 def check_averaging(optimizer: optim.Optimizer, abstract_model) -> None:
   """An average of the model state would also hold a second copy of frozen submodules (a stage-1
-  tokenizer under a generator): refuse in one line instead of doubling their memory."""
+  model under a stage-2 one): refuse in one line instead of doubling their memory."""
   if optimizer.average_model_state and jax.tree.leaves(nnx.state(abstract_model, Frozen)):
     raise config_lib.ConfigError(
         "config.optim.averaging.average_model_state=True would average a second copy of the "
@@ -185,8 +185,9 @@ def initial_state(setup: Setup) -> TrainState:
 def evaluate_all(eval_step, state, config, batch_sharding) -> dict[str, float]:
   """`eval/*` for the trained params and, with weight averaging, `eval_ema/*` for the average.
 
-  Schedule-free AdamW trains at one point and is evaluated at another (its average `x`): `eval/*`
-  uses that one. (Its batch statistics are the ones collected at the training point.)
+  An optimizer that trains at one point and is evaluated at another (`optim.evaluation_params`,
+  e.g. a schedule-free average) is evaluated there in `eval/*` (with the batch statistics
+  collected at the training point).
   """
   metrics = evaluate(eval_step, state.replace(params=optim.evaluation_params(state.params, state.opt_state)),
                      config, batch_sharding)

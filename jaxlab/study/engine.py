@@ -139,7 +139,7 @@ class GroupProgram:
     return step(state, batch)
 
   def _eval_cell(self, state, batch):
-    params = optim.evaluation_params(state.params, state.opt_state)  # schedule-free's average
+    params = optim.evaluation_params(state.params, state.opt_state)  # e.g. a schedule-free average
     return steps.make_eval_step(self.task, self.graph)(state.replace(params=params), batch)
 
   # ---- The group's programs ----------------------------------------------------------------------
