@@ -137,6 +137,14 @@ def test_sampling_in_process_on_8_devices(tiny_run):
     sample_run(tiny_run, num=4, sampler="heun", eta=0.5)
 
 
+def test_classifier_features_refuse_a_task_that_does_not_classify(tiny_run):
+  """FD-<classifier> features need a task that declares it classifies (a diffusion net has a
+  `head`-less, unrelated output)."""
+  from jaxlab.metrics.features import ClassifierFeatures  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match=r"is a 'diffusion' run; features need a classifier$"):
+    ClassifierFeatures(tiny_run[0])
+
+
 def test_sample_cli_writes_a_grid_and_npz(tiny_run, tmp_path):
   tiny_run = tiny_run[0]
   out = tmp_path / "samples"

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxlab import tasks
 from jaxlab.restore import restore_run
 
 
@@ -29,7 +30,7 @@ class ClassifierFeatures:
 
   def __init__(self, workdir, step: int | None = None, ema: bool = False, batch_size: int = 500):
     run = restore_run(workdir, step, ema)
-    if run.config.task.name != "classification":
+    if tasks.CLASSIFIES not in run.setup.task.abilities:  # declared by the task, not its name
       raise ValueError(f"{run.checkpoint} is a '{run.config.task.name}' run; features need a classifier")
     model = jax.device_get(run.model())  # small models: kept whole on the default device
     if not hasattr(model, "head"):

@@ -96,7 +96,8 @@ def build(optim_config: ml_collections.ConfigDict, *, total_steps: int,
   hparams = dict(hparams)
   found = entry(optim_config.name)
   # Keys another optimizer takes (left by switching optimizers; the CLI notes them) are dropped.
-  hparams = {k: v for k, v in hparams.items() if k not in foreign_hparams(optim_config.name, hparams)}
+  foreign = foreign_hparams(optim_config.name, hparams)
+  hparams = {k: v for k, v in hparams.items() if k not in foreign}
   needs = found.needs(hparams)
   # Step hyperparameters (SophiaG's hessian_every) are the step's: not the transformation's.
   hparams = {k: v for k, v in hparams.items() if k not in found.step_hparams}

@@ -103,6 +103,11 @@ def entry(name: str) -> OptimizerEntry:
   return _REGISTRY[name]
 
 
+def _accepted(found: OptimizerEntry, hparams: dict[str, Any]) -> set[str]:
+  """The hyperparameter names an entry takes (a wrapper's depend on the optimizer it wraps)."""
+  return set(found.resolve({k: v for k, v in hparams.items() if k == found.wraps}))
+
+
 def check_hparams(name: str, hparams: dict[str, Any]) -> None:
   found = entry(name)
   if found.wraps is not None and found.wraps in hparams:
@@ -111,8 +116,8 @@ def check_hparams(name: str, hparams: dict[str, Any]) -> None:
       valid = [n for n in available() if not (_REGISTRY[n].wraps or _REGISTRY[n].step_needs)]
       raise ValueError(f"{name}: {found.wraps} '{hparams[found.wraps]}' needs its own train step "
                        f"and cannot be wrapped; valid: {', '.join(valid)}")
-  valid = found.resolve({k: v for k, v in hparams.items() if k == found.wraps})
-  unknown = sorted(set(hparams) - set(valid))
+  valid = _accepted(found, hparams)
+  unknown = sorted(set(hparams) - valid)
   if unknown:
     raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)} for optimizer '{name}'; "
                      f"valid: {', '.join(sorted(valid))}")
@@ -121,8 +126,7 @@ def check_hparams(name: str, hparams: dict[str, Any]) -> None:
 def foreign_hparams(name: str, hparams: dict[str, Any]) -> list[str]:
   """Keys of `hparams` that optimizer `name` does not take but another registered one does: left
   over from switching optimizers (SGD's momentum under LAMB), not misspelt."""
-  found = entry(name)
-  valid = found.resolve({k: v for k, v in hparams.items() if k == found.wraps})
+  valid = _accepted(entry(name), hparams)
   others = set().union(*(e.defaults for e in _REGISTRY.values()))
   return sorted(k for k in hparams if k not in valid and k in others)
 

@@ -5,12 +5,12 @@ outside jaxlab, `"package.module:ClassName"` (its module is imported, which may 
 the models it uses).
 """
 
-from jaxlab.tasks.base import (GENERATES, SAMPLED_LOSS, ModelBuilder, Sampling, Task, make_model,
+from jaxlab.tasks.base import (CLASSIFIES, GENERATES, SAMPLED_LOSS, ModelBuilder, Sampling, Task, make_model,
                                require_abilities)
 from jaxlab.tasks.registry import available, default_config, from_config, register, task_class
 # Importing the task modules registers them.
 from jaxlab.tasks import classification, diffusion, maskgit, tokenizer  # noqa: F401
 
-__all__ = ["GENERATES", "SAMPLED_LOSS", "ModelBuilder", "Sampling", "Task", "available",
+__all__ = ["CLASSIFIES", "GENERATES", "SAMPLED_LOSS", "ModelBuilder", "Sampling", "Task", "available",
            "default_config", "from_config", "make_model", "register", "require_abilities",
            "task_class"]

@@ -26,6 +26,8 @@ Optional abilities are declared in `abilities`, never discovered with `hasattr`:
 
 - `SAMPLED_LOSS`: `sampled_loss(model, batch, rng)`, the loss on targets sampled from the model's
   own prediction (optimizers that estimate the Hessian's Gauss-Newton diagonal: SophiaG).
+- `CLASSIFIES`: the model maps images to class logits through a final `head` layer (what
+  classifier features for FD/KID read: the head's input).
 - `GENERATES`: `prepare_sampling(info, **options) -> Sampling`, what `jaxlab.sample` draws
   with. Options are the sampler's flags (`sampling_options` lists those the task takes; omitted
   ones default to the task's config). Guidance has one convention everywhere: classifier-free
@@ -50,6 +52,7 @@ Batch = dict[str, jax.Array]
 
 SAMPLED_LOSS = "sampled_loss"
 GENERATES = "generates"
+CLASSIFIES = "classifies"
 
 
 class DatasetInfo(Protocol):

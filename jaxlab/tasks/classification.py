@@ -17,7 +17,7 @@ from flax import nnx
 
 from jaxlab.tasks import mixing
 from jaxlab.tasks.registry import register
-from jaxlab.tasks.base import SAMPLED_LOSS, ModelBuilder, Task
+from jaxlab.tasks.base import CLASSIFIES, SAMPLED_LOSS, ModelBuilder, Task
 
 
 @register
@@ -26,7 +26,7 @@ class Classification(Task):
   """config.task: label_smoothing; mixup (timm's Mixup arguments, jaxlab/tasks/mixing.py: off
   while both alphas are 0; region: cutmix, resizemix, fmix or saliencymix)."""
   name = "classification"
-  abilities = frozenset({SAMPLED_LOSS})
+  abilities = frozenset({CLASSIFIES, SAMPLED_LOSS})
 
   label_smoothing: float = 0.0
   mixup: mixing.MixConfig = dataclasses.field(default_factory=mixing.MixConfig)
