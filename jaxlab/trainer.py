@@ -220,7 +220,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     # source) happens before anything is written to the workdir besides its lock.
     cleanup.callback(claim_workdir(workdir, jax.process_index()).close)  # one run per workdir
     check_space(workdir, sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(setup.abstract_state)),
-                config.keep_checkpoints)
+                config.keep_checkpoints,  # a checkpoint every checkpoint_every_steps, and the last
+                writes=-(-config.total_steps // config.checkpoint_every_steps))
     info = run_info(config)
     checkpointer = Checkpointer(workdir / "checkpoints", every_steps=config.checkpoint_every_steps,
                                 keep=config.keep_checkpoints, run_info=info)

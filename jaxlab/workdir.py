@@ -39,14 +39,16 @@ def claim(workdir: pathlib.Path, process_index: int = 0):
   return lock
 
 
-def check_space(workdir: pathlib.Path, checkpoint_bytes: int, keep: int) -> None:
+def check_space(workdir: pathlib.Path, checkpoint_bytes: int, keep: int, writes: int) -> None:
   """Fails now, not at the first save hours later, when the disk cannot hold the checkpoints.
 
-  Orbax writes a new step beside the ones it keeps before deleting the oldest: keep + 1 of them.
+  Orbax writes a new step beside the ones it keeps before deleting the oldest: keep + 1 of them,
+  and never more than the `writes` checkpoints the run makes ("keep all" is a large keep).
   """
-  needed = checkpoint_bytes * (keep + 1)
+  count = min(keep + 1, writes)
+  needed = checkpoint_bytes * count
   free = shutil.disk_usage(workdir).free
   if free < needed:
-    raise WorkdirError(f"workdir '{workdir}' has {free / 2**20:.1f} MiB free but {keep + 1} checkpoints "
+    raise WorkdirError(f"workdir '{workdir}' has {free / 2**20:.1f} MiB free but {count} checkpoints "
                        f"of this run need {needed / 2**20:.1f} MiB; free space or lower "
                        "config.keep_checkpoints")

@@ -82,15 +82,18 @@ def main() -> int:
   failures = []
 
   start, startup = time.perf_counter(), None
-  proc = subprocess.Popen(_command(straight, args.steps), cwd=ROOT, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  while proc.poll() is None:
-    if startup is None and (straight / "metrics.jsonl").exists():
-      startup = time.perf_counter() - start  # imports, data, compilation: until the first log
-    time.sleep(0.05)
-  if proc.returncode != 0:
-    print(f"error: the uninterrupted run failed (exit {proc.returncode})", file=sys.stderr)
-    return 1
+  args.workdir.mkdir(parents=True, exist_ok=True)
+  with open(args.workdir / "straight.log", "w+", encoding="utf-8") as log:
+    proc = subprocess.Popen(_command(straight, args.steps), cwd=ROOT, env=env, stdout=log, stderr=log)
+    while proc.poll() is None:
+      if startup is None and (straight / "metrics.jsonl").exists():
+        startup = time.perf_counter() - start  # imports, data, compilation: until the first log
+      time.sleep(0.05)
+    if proc.returncode != 0:
+      log.seek(0)
+      last = (log.read().strip().splitlines() or [""])[-1]
+      print(f"error: the uninterrupted run failed (exit {proc.returncode}): {last}", file=sys.stderr)
+      return 1
   wall = time.perf_counter() - start
   startup = startup or wall / 2
   print(f"seed {seed}: uninterrupted run of {args.steps} steps took {wall:.1f} s "
