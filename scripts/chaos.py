@@ -30,11 +30,12 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+_LOG_EVERY = 5
 
 
 def _command(workdir: pathlib.Path, steps: int) -> list[str]:
   return [sys.executable, "-m", "jaxlab.train", "--config=configs/quickstart.py",
-          f"--workdir={workdir}", f"--config.total_steps={steps}", "--config.log_every_steps=5",
+          f"--workdir={workdir}", f"--config.total_steps={steps}", f"--config.log_every_steps={_LOG_EVERY}",
           "--config.checkpoint_every_steps=10", "--config.eval_every_steps=50",
           "--config.keep_checkpoints=100000"]
 
@@ -52,6 +53,27 @@ def _set_aside(workdir: pathlib.Path) -> list[str]:
 def _records(workdir: pathlib.Path) -> list[dict]:
   """Every line of metrics.jsonl, strictly: a line that does not parse is a failure."""
   return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _last_step(workdir: pathlib.Path, this_run_only: bool, proc: subprocess.Popen,
+               at_least: int = 0) -> int:
+  """The last step in metrics.jsonl, once it is at least `at_least` (and, with `this_run_only`,
+  once the running process has logged; a resumed run's log starts with its predecessors' lines).
+  Returns early when the process ends."""
+  path = workdir / "metrics.jsonl"
+  size = path.stat().st_size if this_run_only and path.exists() else -1
+  while proc.poll() is None:
+    if path.exists() and path.stat().st_size > size:
+      steps = []
+      for line in path.read_text().splitlines()[-3:]:  # the last line may be half written
+        try:
+          steps.append(json.loads(line)["step"])
+        except (json.JSONDecodeError, KeyError):
+          pass
+      if steps and steps[-1] >= at_least:
+        return steps[-1]
+    time.sleep(0.05)
+  return at_least
 
 
 def _tensors(step_dir: pathlib.Path) -> dict:
@@ -96,6 +118,7 @@ def main() -> int:
       return 1
   wall = time.perf_counter() - start
   startup = startup or wall / 2
+  interval = 0.8 * (wall - startup) * _LOG_EVERY / args.steps  # a logging interval, a little less
   print(f"seed {seed}: uninterrupted run of {args.steps} steps took {wall:.1f} s "
         f"({startup:.1f} s to its first step)")
 
@@ -109,13 +132,14 @@ def main() -> int:
       if rng.random() < 0.2:  # in start-up (imports, restore, compilation)
         delay = rng.uniform(0.05, startup)
       else:  # in training: steps, saves, metric writes, evals
-        log = chaos / "metrics.jsonl"
-        size = log.stat().st_size if log.exists() else 0
-        while proc.poll() is None and not (log.exists() and log.stat().st_size > size):
-          time.sleep(0.05)  # until this process logs its first step
-        # A random part of about twice an equal share of the training left.
-        left = (wall - startup) * max(0.0, 1 - len(_finalized(chaos)) * 10 / args.steps)
-        delay = time.perf_counter() - began + rng.uniform(0, 2.0 * left / (remaining_kills + 1))
+        # Kill a random moment after a random logged step. Triggered by the log, not by a clock, so
+        # the kill cannot miss a run that goes faster than the uninterrupted one: at least one
+        # logging interval of steps, then the final evaluation and save, are still to come.
+        done = _last_step(chaos, this_run_only=True, proc=proc)
+        span = 2.0 * (args.steps - done) / (remaining_kills + 1)
+        target = min(args.steps - _LOG_EVERY, done + int(rng.uniform(0, span)) // _LOG_EVERY * _LOG_EVERY)
+        _last_step(chaos, this_run_only=False, proc=proc, at_least=target)
+        delay = time.perf_counter() - began + rng.uniform(0, interval)
       try:
         proc.wait(timeout=max(0.01, delay - (time.perf_counter() - began)))
       except subprocess.TimeoutExpired:

@@ -73,3 +73,37 @@ def test_finetune_loads_everything_but_the_skipped_keys(pretrained, tmp_path):
 def test_unknown_checkpoint_path_is_one_line(tmp_path):
   with pytest.raises(stages.InitFromError, match="no checkpoints in"):
     stages.resolve_checkpoint(tmp_path)
+
+
+def _mesh_of(config, devices: int) -> list:
+  """The first `devices` devices; on 8, data, FSDP and tensor parallelism at once."""
+  if devices == 8:
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
+    config.sharding.fsdp_min_size = 64
+  return jax.devices()[:devices]
+
+
+@pytest.mark.parametrize("written_on, loaded_on", [(8, 1), (1, 8)])
+def test_init_from_reads_a_checkpoint_written_on_another_mesh(tmp_path, written_on, loaded_on):
+  """Each array is read into the shards of the loading mesh and equals what the writer saved."""
+  config = load_config_file("configs/quickstart.py")
+  config.total_steps = config.eval_every_steps = config.checkpoint_every_steps = 4
+  devices = _mesh_of(config, written_on)
+  trainer.train_and_evaluate(config, tmp_path / "pretrain", devices=devices)
+  checkpointer = Checkpointer(tmp_path / "pretrain" / "checkpoints", every_steps=4, keep=1)
+  saved = checkpointer.restore(4, trainer.build(config, devices).abstract_state)
+  checkpointer.close()
+
+  config = load_config_file("configs/quickstart.py")
+  config.init_from.path = str(tmp_path / "pretrain")
+  devices = _mesh_of(config, loaded_on)
+  setup = trainer.build(config, devices)
+  state = stages.load(trainer.initial_state(setup), setup.abstract_state,
+                      stages.plan(setup.abstract_state, config.init_from))
+  for tree, expected in ((state.params, saved.params), (state.model_state, saved.model_state)):
+    got, want = _flat(tree), _flat(expected)
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+      np.testing.assert_array_equal(got[key], value, err_msg=key)
+  for leaf in jax.tree_util.tree_leaves(state.params):
+    assert leaf.sharding.device_set == set(devices)

@@ -209,3 +209,23 @@ def test_every_task_rejects_an_unknown_key_in_one_line(name):
   with pytest.raises(ConfigError, match=rf"^config.task: unknown key\(s\) no_such_key for task "
                                         rf"'{name}'; valid: "):
     validate(config, 1)
+
+
+@pytest.mark.parametrize("written_on, sampled_on", [(8, 1), (1, 8)])
+def test_sample_reads_a_run_written_on_another_mesh(config_file, tmp_path, written_on, sampled_on):
+  """The samples drawn by a process with another device count equal the writer's own."""
+  from jaxlab import trainer  # pylint: disable=import-outside-toplevel
+  from jaxlab.sample import sample_run  # pylint: disable=import-outside-toplevel
+  config = load_config_file(str(config_file))
+  config.total_steps = config.checkpoint_every_steps = config.eval_every_steps = 20
+  if written_on == 8:
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
+    config.sharding.fsdp_min_size = 64
+  trainer.train_and_evaluate(config, tmp_path / "run", devices=jax.devices()[:written_on])
+  expected = sample_run(tmp_path / "run", num=10, progress=False)["images"]
+  from cli_runner import ROOT, train_env  # pylint: disable=import-outside-toplevel
+  result = subprocess.run([sys.executable, "-m", "jaxlab.sample", f"--workdir={tmp_path / 'run'}", "--num=10",
+                           f"--out={tmp_path / 's'}"], cwd=ROOT, env=train_env(sampled_on),
+                          capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  np.testing.assert_array_equal(np.load(tmp_path / "s" / "samples.npz")["images"], expected)

@@ -201,11 +201,12 @@ def test_sigterm_saves_and_exits_then_resumes_and_lock_refuses_a_second_run(tmp_
   saved = int(out.split("preempted: saved step ")[1].split()[0])
   assert 30 <= saved < 1000
   assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())[-1] == saved
-  code, out, err = run(QUICKSTART, workdir, *args, data_dir=data_dir)
+  # A short way on is enough to show the resume (the rest of the 1000 steps only costs time).
+  code, out, err = run(QUICKSTART, workdir, *args, f"--config.total_steps={saved + 20}", data_dir=data_dir)
   assert code == 0, err[-3000:]
   assert f"resumed from step {saved}" in err + out
   steps = [r["step"] for r in read_jsonl(workdir / "metrics.jsonl") if "train/loss" in r]
-  assert steps == sorted(set(steps)) and steps[-1] == 1000
+  assert steps == sorted(set(steps)) and steps[-1] == saved + 20
 
 
 def test_two_stages_script_runs_end_to_end(tmp_path, data_dir):
