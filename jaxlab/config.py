@@ -33,7 +33,9 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.batch_size = 128  # global, over all devices and hosts
-  c.total_steps = config_dict.placeholder(int)  # or derived from num_epochs
+  # Steps or epochs: set one of each pair (STEPS_OR_EPOCHS); an epoch is the train split at the
+  # global batch size.
+  c.total_steps = config_dict.placeholder(int)
   c.num_epochs = config_dict.placeholder(float)
   c.log_every_steps = 50
   c.eval_every_steps = 500
@@ -63,7 +65,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Start from another run's checkpoint (see jaxlab/stages.py); ignored when resuming this run.
   c.init_from = ml_collections.ConfigDict()
-  c.init_from.path = config_dict.placeholder(str)  # workdir, its checkpoints/ or a step dir
+  # A workdir, its checkpoints/ or a step dir; or a timm/PyTorch weights file (.safetensors, ...).
+  c.init_from.path = config_dict.placeholder(str)
   c.init_from.step = config_dict.placeholder(int)  # default: latest
   c.init_from.include = ("^params/", "^model_state/")  # regexes on "params/conv1/kernel"
   c.init_from.skip = ()  # e.g. ("^params/head/",) for a new classifier head
@@ -76,8 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
   # optimizer's default.
   c.optim.weight_decay = config_dict.placeholder(float)
   c.optim.schedule = "cosine"  # constant, cosine, linear, polynomial, step
-  c.optim.warmup_steps = 0
-  c.optim.warmup_epochs = config_dict.placeholder(float)  # overrides warmup_steps when set
+  c.optim.warmup_steps = config_dict.placeholder(int)  # None: no warmup
+  c.optim.warmup_epochs = config_dict.placeholder(float)
+  c.optim.warmup_lr = 0.0  # warmup rises linearly from this to lr (timm's --warmup-lr)
   c.optim.end_lr = 0.0  # cosine, linear and polynomial decay to this
   c.optim.power = 1.0  # polynomial
   c.optim.milestones = ()  # step: multiply by gamma at these steps ...
@@ -115,6 +119,34 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg) if arg else module.get_config()
+
+
+# Quantities given in steps or in epochs: a config sets at most one form of each. A command-line
+# override of one form replaces the other form a config file set (`prefer_command_line`).
+STEPS_OR_EPOCHS = (("total_steps", "num_epochs"), ("optim.warmup_steps", "optim.warmup_epochs"),
+                   ("optim.milestones", "optim.milestones_epochs"))
+
+
+def _get(config: ml_collections.ConfigDict, key: str):
+  for part in key.split("."):
+    config = config.get(part) if isinstance(config, (ml_collections.ConfigDict, dict)) else None
+  return config
+
+
+def _is_set(value) -> bool:
+  return value is not None and value != () and value != []
+
+
+def prefer_command_line(config: ml_collections.ConfigDict, argv: list[str]) -> None:
+  """`--config.total_steps=100` on a config file that trains for `num_epochs` means 100 steps:
+  clears the other form of each pair in STEPS_OR_EPOCHS that only the config file set."""
+  overridden = {m.group(1) for m in (re.match(r"--config\.([^=]+)=", a) for a in argv) if m}
+  for pair in STEPS_OR_EPOCHS:
+    for given, other in (pair, pair[::-1]):
+      if given in overridden and other not in overridden and _is_set(_get(config, other)):
+        parent, _, leaf = other.rpartition(".")
+        node = _get(config, parent) if parent else config
+        node[leaf] = () if isinstance(node[leaf], (tuple, list)) else None
 
 
 def check_override_keys(config: ml_collections.ConfigDict, argv: list[str]) -> None:
@@ -214,6 +246,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
     if config[key] is None or config[key] <= 0:
       raise ConfigError(f"config.{key} must be a positive integer, got {config[key]}")
   check_batch_sizes(config, data_parallel, process_count)
+  for steps, epochs in STEPS_OR_EPOCHS:
+    if _is_set(_get(config, steps)) and _is_set(_get(config, epochs)):
+      raise ConfigError(f"config.{steps}={_get(config, steps)!r} and config.{epochs}="
+                        f"{_get(config, epochs)!r} are both set; set one (the other to None)")
   if config.total_steps is None and config.num_epochs is None:
     raise ConfigError("set config.total_steps or config.num_epochs")
   if config.total_steps is not None and config.total_steps <= 0:
@@ -249,7 +285,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, process_count:
   if config.init_from.path:
     from jaxlab import stages  # pylint: disable=import-outside-toplevel
     try:
-      stages.resolve_checkpoint(config.init_from.path, config.init_from.step)
+      stages.check_source(config.init_from.path, config.init_from.step)
     except stages.InitFromError as e:
       raise ConfigError(f"config.init_from.path: {e}") from None
   for rule in config.sharding.rules:

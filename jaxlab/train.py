@@ -6,6 +6,8 @@ Bad input (unknown key, bad value, a mesh that does not fit, an unknown name) en
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -39,6 +41,7 @@ def main(argv: list[str]) -> None:
   if _MULTIHOST.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config = _CONFIG.value
+  config_lib.prefer_command_line(config, sys.argv[1:])  # --config.total_steps beats num_epochs
   try:
     config_lib.validate(config, jax.device_count(), jax.process_count())
   except config_lib.ConfigError as e:

@@ -24,7 +24,7 @@ from absl import logging
 from flax import nnx
 
 from jaxlab import config as config_lib
-from jaxlab import data, optim, sharding, stages, steps, tasks
+from jaxlab import data, input_size, optim, sharding, stages, steps, tasks
 from jaxlab.checkpoint import BestCheckpoint, Checkpointer, run_info
 from jaxlab.metrics.progress import Progress
 from jaxlab.metrics.writers import MetricWriter
@@ -53,6 +53,9 @@ class Setup:
   init_state: Callable[[], TrainState]
   abstract_state: TrainState  # jax.ShapeDtypeStruct leaves carrying their target shardings
   state_sharding: TrainState
+  # (tasks.RunModel, abstract module) for each module built from config.model: where a weights
+  # file given as init_from.path goes.
+  run_models: tuple = ()
 
 
 def to_global(batch: dict[str, np.ndarray], batch_sharding) -> dict[str, jax.Array]:
@@ -74,9 +77,12 @@ class NonFiniteError(RuntimeError):
 
 
 def _window_scalars(history: list[dict]) -> dict[str, float]:
-  """Means over the logging window (host values); `skipped` (non-finite updates) is a count."""
+  """Means over the logging window (host values); `skipped` (non-finite updates) is a count and
+  `lr` the learning rate of the logged step (a mean would hide the warmup's peak)."""
   scalars = {k: float(np.mean([h[k] for h in history])) for k in history[0]}
   scalars["skipped"] = float(sum(h["skipped"] for h in history))
+  if "lr" in scalars:
+    scalars["lr"] = float(history[-1]["lr"])
   return scalars
 
 
@@ -150,7 +156,10 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
   param_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
   build_model = functools.partial(tasks.make_model, task, config.model, info, config.compute_dtype,
                                   param_key)
-  abstract_model = nnx.eval_shape(build_model)
+  located = []
+  abstract_model = nnx.eval_shape(functools.partial(build_model, located=located))
+  nodes = dict(nnx.iter_graph(abstract_model))
+  run_models = tuple((where, nodes[where.path]) for where in located)
   check_averaging(optimizer, abstract_model)
 
   def init_state() -> TrainState:
@@ -173,8 +182,26 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
       averaged_model_state=jax.tree.map(lambda _: replicated, abstract_state.averaged_model_state))
   abstract_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                                 abstract_state, state_sharding)
+  graph = ModelGraph.of(abstract_model)
+  check_input_size(task, graph, abstract_state, info.image_shape, config.model.name)
   return Setup(mesh, sharding.batch_sharding(mesh), info, total_steps, task, optimizer,
-               ModelGraph.of(abstract_model), init_state, abstract_state, state_sharding)
+               graph, init_state, abstract_state, state_sharding, run_models)
+
+
+def check_input_size(task: tasks.Task, graph: ModelGraph, abstract_state: TrainState,
+                     image_shape: tuple[int, ...], model_name: str) -> None:
+  """One line, before anything compiles, when the images are too small for the model."""
+  def forward(params, model_state, images):
+    batch = {"image": images, "label": jnp.zeros((1,), jnp.int32), "mask": jnp.ones((1,), jnp.float32)}
+    return task.evaluate(graph.merge(params, model_state, train=False), batch)
+
+  side = input_size.smallest_square(forward, (abstract_state.params, abstract_state.model_state),
+                                    tuple(image_shape))
+  if side is not None:
+    raise config_lib.ConfigError(
+        f"config.dataset.image_size: model '{model_name}' reduces {image_shape[0]}x{image_shape[1]} "
+        f"images to an empty feature map; it needs at least {side}x{side} (set "
+        f"config.dataset.image_size={side} or larger)")
 
 
 def initial_state(setup: Setup) -> TrainState:
@@ -212,7 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   batch_sharding, total_steps = setup.batch_sharding, setup.total_steps
   init_plan = None
   if config.init_from.path:  # checked now, from metadata, before anything is written
-    init_plan = stages.plan(setup.abstract_state, config.init_from)
+    init_plan = stages.plan(setup.abstract_state, config.init_from, setup.run_models)
 
   with contextlib.ExitStack() as cleanup:  # closed in reverse order, also on errors and preemption
     # ---- State: resume from the latest checkpoint, or initialise (from another run's if asked) ----

@@ -48,4 +48,10 @@ def _fast_abstract_init():
 
 @pytest.fixture(scope="session")
 def tfds_data_dir() -> pathlib.Path:
+  """The session's TFDS dir with the embedded digits prepared, so the output of the runs that use
+  it holds no TFDS progress bars (one-line error tests read all of stderr)."""
+  from jaxlab import data  # pylint: disable=import-outside-toplevel
+  config = data.default_dataset_config()
+  config.data_dir = _TFDS_DIR
+  data.dataset_info(config)
   return pathlib.Path(_TFDS_DIR)

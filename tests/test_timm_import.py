@@ -162,9 +162,14 @@ def test_safetensors_reader_strips_data_parallel_prefix(tmp_path):
 def test_reader_errors_are_one_line(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="no checkpoint file at"):
     load_state_dict(tmp_path / "missing.safetensors")
-  (tmp_path / "w.npz").write_bytes(b"")
-  with pytest.raises(ValueError, match=r"unknown checkpoint format '.npz' .*valid: .safetensors"):
+  (tmp_path / "w.h5").write_bytes(b"")
+  with pytest.raises(ValueError, match=r"unknown checkpoint format '.h5' .*valid: .safetensors, .npz"):
+    load_state_dict(tmp_path / "w.h5")
+  (tmp_path / "w.npz").write_bytes(b"cut")
+  with pytest.raises(ValueError, match=r"^cannot read .*w.npz as .npz arrays \(\w+Error: .*\)$"):
     load_state_dict(tmp_path / "w.npz")
+  np.savez(tmp_path / "ok.npz", **{"fc.weight": np.ones((2, 3), np.float32)})
+  assert load_state_dict(tmp_path / "ok.npz")["fc.weight"].shape == (2, 3)
   (tmp_path / "w.pth").write_bytes(b"")
   monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
   with pytest.raises(ValueError, match=r"needs torch: pip install jaxlab\[torch\]"):

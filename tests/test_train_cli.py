@@ -33,6 +33,8 @@ BAD_INPUTS = [
     (("--config.model.name=resnet9000",), "unknown model 'resnet9000'; valid:"),
     (("--config.dataset.name=nosuchdata",), "unknown dataset 'nosuchdata'"),
     (("--config.optim.name=adamx",), "unknown config.optim.name 'adamx'; valid: adabelief, adabound, adadelta"),
+    (("--config.num_epochs=2", "--config.total_steps=100"),
+     "config.total_steps=100 and config.num_epochs=2.0 are both set; set one (the other to None)"),
     (("--config.optim.lr_multipliers=((\"^nothing/\", 2.0),)",),
      "config.optim.lr_multipliers pattern '^nothing/' matches no parameter"),
 ]
@@ -49,6 +51,17 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, data_dir):
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (overrides, err)
     assert not out.strip(), out
   assert not any(tmp_path.iterdir()), "a failed run wrote into its workdir"
+
+
+def test_an_input_too_small_for_the_model_is_one_line_before_compiling(tmp_path, data_dir):
+  """convnext_tiny downsamples by 32: the 8x8 digits vanish. Found when the run is built, not as
+  a NaN loss after compiling."""
+  code, out, err = run(QUICKSTART, tmp_path / "run", "--config.model.name=convnext_tiny", data_dir=data_dir)
+  lines = err.strip().splitlines()
+  assert code == 2 and len(lines) == 1, err[-3000:]
+  assert lines[0] == ("error: config.dataset.image_size: model 'convnext_tiny' reduces 8x8 images to an "
+                      "empty feature map; it needs at least 32x32 (set config.dataset.image_size=32 or larger)")
+  assert not (tmp_path / "run").exists()
 
 
 def _losses(workdir):

@@ -1,6 +1,7 @@
 """Reading PyTorch/timm checkpoints into `{key: np.ndarray}` dictionaries.
 
-`.safetensors` files are read with `safetensors.numpy`, so they need no torch; `.pth`/`.pt`/`.bin`
+`.safetensors` files are read with `safetensors.numpy` and `.npz` files (`np.savez(path,
+**state_dict)`) with numpy, so they need no torch; `.pth`/`.pt`/`.bin`
 files are pickles of torch tensors and need torch (`pip install jaxlab[torch]`). Training
 checkpoints that wrap the weights (`{"state_dict": ...}`, `{"model": ...}`, `{"model_ema": ...}`)
 are unwrapped, and DataParallel's `module.` prefix is removed.
@@ -15,6 +16,8 @@ import numpy as np
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+NUMPY_SUFFIXES = (".npz",)
+WEIGHTS_SUFFIXES = SAFETENSORS_SUFFIXES + NUMPY_SUFFIXES + TORCH_SUFFIXES
 # Keys under which training scripts (timm's train.py, DeiT, ConvNeXt, ...) store the weights.
 WRAPPER_KEYS = ("state_dict", "model", "model_ema", "state_dict_ema", "module")
 
@@ -27,11 +30,12 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   suffix = path.suffix.lower()
   if suffix in SAFETENSORS_SUFFIXES:
     state_dict = _load_safetensors(path)
+  elif suffix in NUMPY_SUFFIXES:
+    state_dict = _load_npz(path)
   elif suffix in TORCH_SUFFIXES:
     state_dict = _load_torch(path)
   else:
-    raise ValueError(f"unknown checkpoint format '{suffix}' of {path}; valid: "
-                     f"{', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}")
+    raise ValueError(f"unknown checkpoint format '{suffix}' of {path}; valid: {', '.join(WEIGHTS_SUFFIXES)}")
   return _strip_prefix(state_dict, "module.")
 
 
@@ -41,6 +45,16 @@ def _load_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
     return dict(load_file(path))
   except TypeError as e:  # numpy has no bfloat16: such files need torch to be read
     raise ValueError(f"cannot read {path} with numpy ({e}); convert it to float32 first") from None
+
+
+def _load_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
+  """`np.savez(path, **state_dict)`'s file; never unpickles."""
+  try:
+    with np.load(path, allow_pickle=False) as arrays:
+      return {k: arrays[k] for k in arrays.files}
+  except Exception as e:  # pylint: disable=broad-except  # truncated, not a zip, pickled objects
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+    raise ValueError(f"cannot read {path} as .npz arrays ({type(e).__name__}: {reason})") from None
 
 
 def _load_torch(path: pathlib.Path) -> dict[str, np.ndarray]:

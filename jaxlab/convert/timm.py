@@ -30,6 +30,12 @@ first of "head.fc", "head", "fc", "classifier" that names an nnx.Linear. When th
 has another number of classes than the model's, its keys are skipped with a note on stderr and the
 model keeps its freshly initialised head (fine-tuning on another label set).
 
+Input channels
+--------------
+A conv whose checkpoint kernel takes 3 input channels where the model's takes another number (the
+stem of a model built with `in_chans=1` for grey images) is adapted as timm's `adapt_input_conv`
+does (`adapt_input_channels`), with a note on stderr.
+
 Hooks
 -----
 Where names or layouts differ in ways the generic mapping cannot know (fused qkv, relative-position
@@ -101,6 +107,18 @@ def load_pretrained(model: nnx.Module, path: str | os.PathLike, *, name: str | N
 def load_timm_state_dict(model: nnx.Module, state_dict: Mapping[str, np.ndarray], *,
                          name: str | None = None, source: str = "state dict") -> nnx.Module:
   """Copies a timm-named state dict into `model` in place (see module docstring) and returns it."""
+  targets = dict(nnx.to_flat_state(nnx.state(model, (nnx.Param, nnx.BatchStat))))
+  for path, value in timm_values(model, state_dict, name=name, source=source).items():
+    variable = targets[path]
+    variable.set_value(jnp.asarray(value, dtype=variable.get_value().dtype))
+  return model
+
+
+def timm_values(model: nnx.Module, state_dict: Mapping[str, np.ndarray], *, name: str | None = None,
+                source: str = "state dict") -> dict[Path, np.ndarray]:
+  """The value of each nnx.Param and nnx.BatchStat of `model` (by its path) from a timm-named state
+  dict, in the variable's layout and dtype, without touching `model`: it may be abstract
+  (`nnx.eval_shape`). One ValueError lists every key and parameter that does not fit."""
   for fn in hooks_for(name):
     state_dict = fn(state_dict, model)
   label = name or type(model).__name__
@@ -113,6 +131,7 @@ def load_timm_state_dict(model: nnx.Module, state_dict: Mapping[str, np.ndarray]
   mismatched: list[str] = []
   mismatched_paths: set[Path] = set()
   head_classes: tuple[int, int] | None = None
+  adapted: list[str] = []
   for key, value in state_dict.items():
     value = np.asarray(value)
     path, module = _module_at(nodes, key.split(".")[:-1])
@@ -133,11 +152,14 @@ def load_timm_state_dict(model: nnx.Module, state_dict: Mapping[str, np.ndarray]
         converted = converted.reshape(target.shape)
       elif _under(path, head) and converted.shape[-1] != target.shape[-1]:
         head_classes = (converted.shape[-1], target.shape[-1])
+      elif isinstance(module, nnx.Conv) and leaf == "weight" and _adaptable(converted.shape, target.shape):
+        converted = adapt_input_channels(converted, target.shape[-2])
+        adapted.append(f"{key} ({converted.shape[-2]} input channels from 3)")
       else:
         mismatched.append(f"{key} {tuple(converted.shape)} vs {tuple(target.shape)}")
         mismatched_paths.add(target_path)
         continue
-    values[target_path] = converted
+    values[target_path] = converted.astype(target.get_value().dtype)
 
   if head_classes is not None:
     values = {p: v for p, v in values.items() if not _under(p, head)}
@@ -154,10 +176,27 @@ def load_timm_state_dict(model: nnx.Module, state_dict: Mapping[str, np.ndarray]
     print(f"jaxlab.convert: {label}: checkpoint head has {head_classes[0]} classes, the model "
           f"{head_classes[1]}: head weights skipped, the model keeps its initialised head",
           file=sys.stderr)
-  for path, value in values.items():
-    variable = targets[path]
-    variable.set_value(jnp.asarray(value, dtype=variable.get_value().dtype))
-  return model
+  if adapted:
+    print(f"jaxlab.convert: {label}: RGB filters adapted as timm does: {', '.join(adapted)}",
+          file=sys.stderr)
+  return values
+
+
+def _adaptable(checkpoint: tuple[int, ...], model: tuple[int, ...]) -> bool:
+  """An RGB stem conv (kh, kw, 3, O) for a model with another number of input channels."""
+  return (len(checkpoint) == len(model) and checkpoint[-2] == 3 and model[-2] != 3
+          and checkpoint[:-2] == model[:-2] and checkpoint[-1] == model[-1])
+
+
+def adapt_input_channels(kernel: np.ndarray, in_channels: int) -> np.ndarray:
+  """An RGB conv kernel (..., 3, O) for `in_channels` inputs, by timm's rule
+  (timm/models/_manipulate.py, `adapt_input_conv`): one channel gets the sum of the three filters
+  (a grey image x gives what (x, x, x) gave); otherwise the filters repeat R, G, B, R, ... and are
+  scaled by 3 / in_channels, keeping the response to a constant image unchanged."""
+  if in_channels == 1:
+    return kernel.sum(axis=-2, keepdims=True)
+  repeats = -(-in_channels // 3)
+  return np.concatenate([kernel] * repeats, axis=-2)[..., :in_channels, :] * (3.0 / in_channels)
 
 
 def _module_at(nodes: dict, components: Iterable[str]) -> tuple[Path, nnx.Module | None]:

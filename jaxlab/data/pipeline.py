@@ -32,6 +32,7 @@ it does not compete with JAX for accelerators.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from typing import Iterator
@@ -44,6 +45,8 @@ import tensorflow_datasets as tfds
 from jaxlab.data import digits
 from jaxlab.data import preprocess
 from jaxlab.data.config import check_dataset_config
+from jaxlab.names import Pattern
+from jaxlab.names import matching
 
 EMBEDDED_DATASETS = (digits.NAME,)
 _EXAMPLE_NAMES = ('cifar10', 'cifar100', 'mnist', 'fashion_mnist', 'imagenet2012')
@@ -80,11 +83,55 @@ class DatasetInfo:
   eval_split: str
 
 
-def available_datasets() -> list[str]:
-  """The embedded datasets first, then every builder TFDS knows (not all are image datasets)."""
-  others = sorted(set(tfds.list_builders(with_community_datasets=False)) -
-                  set(EMBEDDED_DATASETS))
-  return list(EMBEDDED_DATASETS) + others
+def available_datasets(pattern: Pattern = None, *, every_builder: bool = False) -> list[str]:
+  """Datasets a config can train on: the embedded ones first, then the TFDS image-classification
+  builders that fit the pipeline (an image and a class label: `supervised_keys`, else 'image' and
+  'label'), sorted. `pattern` filters the names: `available_datasets('cifar*')`,
+  `available_datasets(['*mnist*', 'imagenet*'])` (fnmatch, case-insensitive).
+
+  `every_builder=True` lists every TFDS builder instead (text, audio, ... too: what
+  `check_dataset_name` accepts). Checking the features reads each candidate's builder info
+  (offline; a few seconds for all of them, once per process), so a pattern narrows first.
+  """
+  builders = sorted(set(tfds.list_builders(with_community_datasets=False)) -
+                    set(EMBEDDED_DATASETS))
+  embedded = matching(EMBEDDED_DATASETS, pattern)
+  if every_builder:
+    return embedded + matching(builders, pattern)
+  candidates = matching([n for n in builders if _image_classification(n)], pattern)
+  return embedded + [n for n in candidates if _fits_pipeline(n)]
+
+
+# TFDS files builders by task: in a category package (the older layout), or with tags (newer).
+_IMAGE_CLASSIFICATION_PACKAGE = 'tensorflow_datasets.image_classification.'
+_IMAGE_CLASSIFICATION_TAG = 'ml.task.image-classification'
+
+
+def _image_classification(name: str) -> bool:
+  """Whether TFDS files builder `name` under image classification (no builder info is read)."""
+  try:
+    builder_cls = tfds.builder_cls(name)
+  except Exception:  # pylint: disable=broad-except  # its module needs a package not installed
+    return False
+  if builder_cls.__module__.startswith(_IMAGE_CLASSIFICATION_PACKAGE):
+    return True
+  try:
+    return _IMAGE_CLASSIFICATION_TAG in builder_cls.get_metadata().tags
+  except Exception:  # pylint: disable=broad-except  # no metadata: not filed as one
+    return False
+
+
+@functools.cache
+def _fits_pipeline(name: str) -> bool:
+  """Whether builder `name` has what `_Source` reads: an Image and a ClassLabel feature."""
+  try:
+    info = tfds.builder(name).info
+    image_key, label_key = info.supervised_keys or ('image', 'label')
+    features = info.features
+    return (isinstance(features[image_key], tfds.features.Image) and
+            isinstance(features[label_key], tfds.features.ClassLabel))
+  except Exception:  # pylint: disable=broad-except  # info that cannot be read, other keys
+    return False
 
 
 def check_dataset_name(name: str) -> None:
@@ -96,7 +143,7 @@ def check_dataset_name(name: str) -> None:
   if base not in tfds.list_builders(with_community_datasets=False):
     valid = ', '.join(EMBEDDED_DATASETS + _EXAMPLE_NAMES)
     raise ValueError(f"unknown dataset '{name}'; valid: {valid}, ... "
-                     '(any TFDS image-classification builder)')
+                     '(any TFDS image-classification builder: jaxlab.data.available_datasets())')
 
 
 class DataError(ValueError):

@@ -16,6 +16,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from jaxlab.convert import timm as timm_convert
+from jaxlab.names import Pattern, matching
 
 # factory(*, num_classes, rngs, dtype, param_dtype, **hparams): a Module class or a function.
 ModelFactory = Callable[..., nnx.Module]
@@ -32,8 +33,19 @@ def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
   return wrap
 
 
-def available() -> list[str]:
-  return sorted(_REGISTRY)
+def available(pattern: Pattern = None) -> list[str]:
+  """Registered model names, sorted; `pattern` filters them as timm's `list_models` does:
+  `available("convnext*")`, `available(["resnet*", "*_cifar"])` (fnmatch, case-insensitive).
+  docs/reference.md lists every model with its keywords."""
+  return matching(sorted(_REGISTRY), pattern)
+
+
+def factory_of(name: str) -> ModelFactory:
+  """The registered factory of model `name` (a Module class or a function): its signature lists
+  the model's own keywords and their defaults."""
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown model '{name}'; valid: {', '.join(available())}")
+  return _REGISTRY[name]
 
 
 def _accepted_keywords(factory: ModelFactory) -> list[str] | None:

@@ -64,7 +64,8 @@ def schedule_from_config(optim_config: ml_collections.ConfigDict, *, total_steps
 
   return make_schedule(
       optim_config.schedule, peak=optim_config.lr, total_steps=total_steps,
-      warmup_steps=steps("warmup", optim_config.warmup_steps),
+      warmup_steps=steps("warmup", optim_config.get("warmup_steps", None) or 0),
+      warmup_value=optim_config.get("warmup_lr", 0.0),
       end_value=optim_config.get("end_lr", 0.0), power=optim_config.get("power", 1.0),
       milestones=steps("milestones", tuple(optim_config.get("milestones", ()))),
       gamma=optim_config.get("gamma", 0.1))

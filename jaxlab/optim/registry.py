@@ -3,7 +3,9 @@
 Keyword names and defaults are those of the PyTorch class each optimizer reproduces (its
 `reference`): `lr`, `weight_decay`, `momentum`, `betas`, `eps`, `nesterov`, ... so a recipe ported
 from PyTorch reads the same. `lr` may be a float or an optax schedule. Unknown or misspelt
-hyperparameters fail in one line naming the valid ones.
+hyperparameters fail in one line naming the valid ones. `describe(name)` (or `help(create)`, or
+docs/reference.md) lists an optimizer's hyperparameters with their defaults; `available("adam*")`
+filters the names.
 
 An entry also says what its optimizer needs from the train step beyond
 `tx.update(grads, opt_state, params)` (`StepNeeds`: SAM's gradient at a perturbed point, SophiaG's
@@ -17,6 +19,8 @@ import dataclasses
 from typing import Any, Callable
 
 import optax
+
+from jaxlab.names import Pattern, matching
 
 # A task ability an optimizer may need (see jaxlab.tasks.base): the loss on targets sampled from
 # the model's own prediction, for Gauss-Newton Hessian estimates.
@@ -93,14 +97,35 @@ def register(name: str, *, reference: str, step_needs=None, step_hparams=(), wra
   return wrap
 
 
-def available() -> list[str]:
-  return sorted(_REGISTRY)
+def available(pattern: Pattern = None) -> list[str]:
+  """Registered optimizer names, sorted; `pattern` filters them: `available("adam*")`,
+  `available(["sgd*", "la*"])` (fnmatch, case-insensitive)."""
+  return matching(sorted(_REGISTRY), pattern)
 
 
 def entry(name: str) -> OptimizerEntry:
   if name not in _REGISTRY:
     raise ValueError(f"unknown optimizer '{name}'; valid: {', '.join(available())}")
   return _REGISTRY[name]
+
+
+def describe(name: str) -> str:
+  """One line: the optimizer's reference class, every hyperparameter with its default, and what
+  else it takes, e.g. 'adamw — torch.optim.AdamW: lr=0.001, betas=(0.9, 0.999), eps=1e-08,
+  weight_decay=0.01, amsgrad=False'. (`entry(name).defaults` is the same as a dict.)"""
+  found = entry(name)
+  text = f"{name} — {found.reference}: " + ", ".join(f"{k}={v!r}" for k, v in found.defaults.items())
+  notes = []
+  if found.wraps is not None:
+    notes.append(f"also takes the hyperparameters of the {found.wraps} it wraps")
+  if found.step_hparams:
+    notes.append(f"{', '.join(found.step_hparams)}: the train step's")
+  if found.global_clip is not None:
+    notes.append(f"{found.global_clip} clips over all parameter groups together")
+  if found.step_needs is not None:
+    notes.append("needs more than a gradient from the train step (train it through "
+                 "jaxlab.optim.build, or read entry(name).needs(hparams))")
+  return text + "".join(f"; {note}" for note in notes)
 
 
 def _accepted(found: OptimizerEntry, hparams: dict[str, Any]) -> set[str]:
@@ -144,3 +169,17 @@ def create(name: str, **hparams) -> optax.GradientTransformation:
   found = entry(name)
   resolved = found.resolve(hparams)
   return found.build(**{k: v for k, v in resolved.items() if k not in found.step_hparams})
+
+
+_CREATE_DOC = create.__doc__
+
+
+def document_create() -> None:
+  """Appends every registered optimizer with its defaults to `create.__doc__`, for `help(create)`.
+  jaxlab.optim calls it once its optimizer modules are imported (and so registered)."""
+  if _CREATE_DOC is None:  # python -OO strips docstrings
+    return
+  lines = "\n".join(f"  - {describe(name)}" for name in available())
+  create.__doc__ = (f"{_CREATE_DOC}\n\n  Every optimizer, with its hyperparameters at their defaults "
+                    f"(`describe(name)` gives one line,\n  `available(pattern)` filters the names):"
+                    f"\n\n{lines}\n")

@@ -1,4 +1,5 @@
-"""Learning-rate schedules by name, per step, all with linear warmup from zero to the peak.
+"""Learning-rate schedules by name, per step, all with linear warmup to the peak from zero (or
+from `warmup_value`: timm's `warmup_lr`).
 
     constant     peak
     cosine       peak → end_value along half a cosine (timm/torch CosineAnnealingLR)
@@ -25,7 +26,7 @@ def available_schedules() -> list[str]:
 
 def make_schedule(name: str, *, peak: float, total_steps: int, warmup_steps: int = 0,
                   end_value: float = 0.0, power: float = 1.0, milestones: Sequence[int] = (),
-                  gamma: float = 0.1) -> optax.Schedule:
+                  gamma: float = 0.1, warmup_value: float = 0.0) -> optax.Schedule:
   if name not in _SCHEDULES:
     raise ValueError(f"unknown schedule '{name}'; valid: {', '.join(_SCHEDULES)}")
   warmup_steps = min(warmup_steps, total_steps)
@@ -47,4 +48,4 @@ def make_schedule(name: str, *, peak: float, total_steps: int, warmup_steps: int
   if warmup_steps == 0:
     return after
   return optax.join_schedules(
-      [optax.linear_schedule(0.0, peak, warmup_steps), after], boundaries=[warmup_steps])
+      [optax.linear_schedule(warmup_value, peak, warmup_steps), after], boundaries=[warmup_steps])

@@ -79,12 +79,14 @@ class ModelBuilder:
   `build()` builds the run's `config.model`; `build(other_config)` another model (a frozen
   stage-1 tokenizer, a perceptual network) the same way. `in_channels` and `num_classes` default
   to the dataset's (pass None to leave one out); `defaults` fill constructor keywords the config
-  leaves unset.
+  leaves unset. The modules `build()` made from the run's own `config.model` are remembered in
+  `built` (where a weights file given as `config.init_from.path` is loaded).
   """
   model_config: dict  # the run's config.model: name + constructor keywords
   info: DatasetInfo
   dtype: Any
   rngs: nnx.Rngs
+  built: list = dataclasses.field(default_factory=list)  # (module, registry name) of the run's model
 
   def __call__(self, model_config: dict | None = None, *, in_channels: int | None = -1,
                num_classes: int | None = -1, **defaults) -> nnx.Module:
@@ -94,15 +96,31 @@ class ModelBuilder:
       defaults["in_channels"] = self.info.image_shape[-1] if in_channels == -1 else in_channels
     kwargs = {**defaults, **kwargs}
     classes = self.info.num_classes if num_classes == -1 else num_classes
-    return models.create(name, num_classes=classes, rngs=self.rngs, dtype=self.dtype, **kwargs)
+    module = models.create(name, num_classes=classes, rngs=self.rngs, dtype=self.dtype, **kwargs)
+    if model_config is None:
+      self.built.append((module, name))
+    return module
+
+
+@dataclasses.dataclass(frozen=True)
+class RunModel:
+  """Where the module built from the run's `config.model` sits in the task's module."""
+  path: tuple  # its path in the task's module (() when the task's module is that model)
+  name: str  # its registry name
 
 
 def make_model(task: Task, model_config, info: DatasetInfo, compute_dtype: str,
-               param_key: jax.Array) -> nnx.Module:
+               param_key: jax.Array, located: list | None = None) -> nnx.Module:
   """The task's module for a run: parameters from `param_key`, dropout streams from a key
-  derived from it (the trainer and the study engine both build through here)."""
+  derived from it (the trainer and the study engine both build through here). `located`, if
+  given, receives a `RunModel` for each module built from the run's `config.model`."""
   rngs = nnx.Rngs(params=param_key, dropout=jax.random.fold_in(param_key, 1))
-  return task.init(ModelBuilder(plain(model_config), info, jnp.dtype(compute_dtype), rngs))
+  builder = ModelBuilder(plain(model_config), info, jnp.dtype(compute_dtype), rngs)
+  module = task.init(builder)
+  if located is not None:
+    paths = {id(node): path for path, node in nnx.iter_graph(module)}
+    located.extend(RunModel(paths[id(m)], name) for m, name in builder.built if id(m) in paths)
+  return module
 
 
 @dataclasses.dataclass(frozen=True)
