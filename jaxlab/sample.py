@@ -67,6 +67,18 @@ def image_grid(images: np.ndarray, columns: int, min_tile: int = 32) -> np.ndarr
   return grid
 
 
+def write_grids(out: pathlib.Path, images: np.ndarray, num_classes: int | None) -> list[pathlib.Path]:
+  """grid.png: every sample, one column per class (conditional) or about square; and, when that
+  grid is taller than wide (1000 samples of 10 classes: 100 rows), preview.png: its first rows,
+  square."""
+  columns = num_classes or max(1, round(math.sqrt(len(images))))
+  write_png(out / "grid.png", image_grid(images, columns))
+  if len(images) <= columns * columns:
+    return [out / "grid.png"]
+  write_png(out / "preview.png", image_grid(images[:columns * columns], columns))
+  return [out / "grid.png", out / "preview.png"]
+
+
 def write_png(path: pathlib.Path, image: np.ndarray) -> None:
   import tensorflow as tf  # pylint: disable=import-outside-toplevel  (already a dependency, via TFDS)
   path.write_bytes(tf.io.encode_png(image).numpy())
@@ -163,13 +175,12 @@ def main(argv):
   out = pathlib.Path(_OUT.value or pathlib.Path(_WORKDIR.value) / "samples")
   out.mkdir(parents=True, exist_ok=True)
   np.savez_compressed(out / "samples.npz", images=result["images"], labels=result["labels"])
-  columns = result["num_classes"] or max(1, round(math.sqrt(len(result["images"]))))
-  write_png(out / "grid.png", image_grid(result["images"], columns))
+  grids = write_grids(out, result["images"], result["num_classes"])
   print(f"{len(result['images'])} samples from {result['checkpoint']}{' (EMA)' if _EMA.value else ''}: "
         f"{result['sampler']}, {result['steps']} steps, {result['nfe']} network evaluations, guidance "
         f"{result['guidance']:g}; {len(result['images']) / result['seconds']:.1f} images/s "
         f"(including compilation)")
-  print(f"wrote {out / 'samples.npz'} and {out / 'grid.png'}")
+  print(f"wrote {', '.join(str(p) for p in [out / 'samples.npz', *grids])}")
 
 
 if __name__ == "__main__":

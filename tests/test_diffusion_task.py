@@ -161,3 +161,15 @@ def test_sample_cli_writes_a_grid_and_npz(tiny_run, tmp_path):
   bad = subprocess.run(cmd[:4] + ["--sampler=plms"], check=False, cwd=cli_runner.ROOT, env=cli_runner.train_env(1),
                        capture_output=True, text=True, timeout=300)
   assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: unknown sampler 'plms'")
+
+
+def test_a_tall_sample_grid_gets_a_square_preview(tmp_path):
+  from jaxlab.sample import write_grids  # pylint: disable=import-outside-toplevel
+  images = np.random.default_rng(0).integers(0, 255, (250, 8, 8, 1), dtype=np.uint8)
+  assert write_grids(tmp_path, images[:100], num_classes=10) == [tmp_path / "grid.png"]  # 10 x 10
+  assert write_grids(tmp_path, images, num_classes=10) == [tmp_path / "grid.png", tmp_path / "preview.png"]
+  grid = tf.io.decode_png((tmp_path / "grid.png").read_bytes()).numpy()
+  preview = tf.io.decode_png((tmp_path / "preview.png").read_bytes()).numpy()
+  assert grid.shape[0] > 2 * grid.shape[1]  # 25 rows of 10
+  assert preview.shape[0] == preview.shape[1] == grid.shape[1]  # the first 10 rows, square
+  np.testing.assert_array_equal(preview, grid[:preview.shape[0]])

@@ -82,6 +82,9 @@ def main(argv):
          "[--inception=WEIGHTS --reference=DATASET[:SPLIT]]")
   if not _CLASSIFIER.value and not _REFERENCE.value:
     fail("--inception without --classifier needs --reference=DATASET[:SPLIT] (e.g. cifar10:train)")
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS["verbosity"].present:  # TFDS and Orbax note every file they open at INFO
+    logging.set_verbosity(logging.ERROR)
   from jaxlab.metrics.features import ClassifierFeatures, InceptionFeatures  # pylint: disable=import-outside-toplevel
   from jaxlab.stages import InitFromError  # pylint: disable=import-outside-toplevel
   try:
