@@ -240,4 +240,168 @@ def test_report_mean_alpha_leaves_out_layers_without_a_fit():
   diagnostics = [{"cell_id": rows[0]["cell_id"], "layer_index": i, "alpha": alpha}
                  for i, alpha in enumerate([2.0, math.nan, 4.5])]
   text = report.markdown(rows, diagnostics)
-  assert "| a | 3.25 |" in text  # (2.0 + 4.5) / 2; the layer with too few eigenvalues is left out
+  # (2.0 + 4.5) / 2; the layer with too few eigenvalues is left out; 2.0 is in the 2-4 band.
+  assert "| a | 3.25 (1/2 in 2-4) |" in text
+
+
+# ---- the report's content and figures, from synthetic tables (no training) --------------------
+
+_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.05}
+_LRS = {"sgd": (0.01, 0.1, 1.0), "adamw": (1e-4, 1e-3, 1e-2)}
+_NOISE = (-0.004, 0.0, 0.004)  # per seed: sample std 0.004 (0.4 points)
+
+
+def _study_rows(means: dict[tuple[str, str], tuple[float, float, float]], seeds=(0, 1, 2)):
+  """Rows of 3 lrs x seeds per (backbone, optimizer), top-1 = the lr's mean + a seed offset."""
+  rows = []
+  for (backbone, optimizer), by_lr in means.items():
+    for lr, mean in zip(_LRS[optimizer], by_lr):
+      for seed in seeds:
+        rows.append({
+            "cell_id": f"{backbone}/{optimizer}/lr={lr:g}/seed={seed}", "backbone": backbone,
+            "optimizer": optimizer, "lr": lr, "seed": seed, "grid": {"lr": lr},
+            "hparams": {"weight_decay": _WEIGHT_DECAY[optimizer]},
+            "final_top1": mean + _NOISE[seed % 3], "steps": 100, "group": f"{backbone}/{optimizer}",
+            "program_wall_time_s": 30.0})
+  return rows
+
+
+# cnn: 95% with both optimizers (a 0.5-point gap, within noise); vit: 90% with adamw, 70% with
+# sgd, whose best lr (0.01) is the lowest of its grid.
+_COUPLED_VIT = {("cnn", "sgd"): (0.90, 0.950, 0.93), ("cnn", "adamw"): (0.90, 0.945, 0.93),
+                ("vit", "sgd"): (0.70, 0.60, 0.50), ("vit", "adamw"): (0.80, 0.90, 0.85)}
+
+
+def test_report_defines_its_terms_and_states_test_size_and_weight_decay():
+  text = report.markdown(_study_rows(_COUPLED_VIT), [], eval_examples=360)
+  definitions = text.split("## Definitions")[1].split("\n## ")[0]
+  for term in ("**BOCB**", "backbone-optimizer coupling bias", "**Metric**", "**mean ± std (n)**",
+               "**Best lr", "**Mean / Std / Range**", "**Beyond seed noise**",
+               "**Edge of the grid**", "**alpha**"):
+    assert term in definitions, term
+  assert "The test split has 360 images, so one image is 0.28 points" in definitions
+  assert "| sgd | 0.01, 0.1, 1 | 0.0005 | L2: wd·p added to the gradient |" in text
+  assert "| adamw | 0.0001, 0.001, 0.01 | 0.05 | decoupled" in text
+  assert "**Weight decay differs by optimizer**" in text
+  same = _study_rows(_COUPLED_VIT)
+  for row in same:
+    row["hparams"] = {"weight_decay": 0.01}
+  assert "Weight decay differs" not in report.markdown(same, [])
+  assert "Weight decay is the same value for every optimizer" in report.markdown(same, [])
+
+
+def test_report_tables_show_mean_std_and_n_with_the_best_lr_on_the_seed_mean():
+  rows = _study_rows(_COUPLED_VIT)
+  # One lucky seed at vit/adamw lr=1e-2 (0.85 + 0.12) beats every seed of lr=1e-3 (0.90 +- 0.004)
+  # but not its mean: the best lr is chosen on the seed mean.
+  lucky = next(r for r in rows if r["cell_id"] == "vit/adamw/lr=0.01/seed=0")
+  lucky["final_top1"] = 0.97
+  pair = analysis.pairs(rows)[("vit", "adamw")]
+  assert pair.best_point == {"lr": 1e-3}
+  assert pair.best_stat == analysis.Stat(pytest.approx(0.90), pytest.approx(0.004), 3)
+  text = report.markdown(rows, [])
+  assert "| vit | 70.00 ± 0.40 (n=3) | 90.00 ± 0.40 (n=3) |" in text  # sgd, adamw
+  assert "**lr=0.001: 90.00 ± 0.40 (n=3)**" in text
+  # The Robustness table: the best and worst optimizer with their seed statistics.
+  assert "adamw: 90.00 ± 0.40 (n=3) | sgd: 70.00 ± 0.40 (n=3) | beyond seed noise" in text
+
+
+def test_report_warns_of_every_best_lr_at_an_edge_of_its_grid():
+  text = report.markdown(_study_rows(_COUPLED_VIT), [])
+  warnings = [l for l in text.splitlines() if l.startswith("- WARNING:")]
+  assert warnings == ["- WARNING: vit / sgd: best lr=0.01 is the lowest value of the grid "
+                      "(0.01, 0.1, 1)."]
+  means = {**_COUPLED_VIT, ("cnn", "adamw"): (0.90, 0.91, 0.95)}  # best at the highest lr
+  warnings = [l for l in report.markdown(_study_rows(means), []).splitlines()
+              if l.startswith("- WARNING:")]
+  assert "- WARNING: cnn / adamw: best lr=0.01 is the highest value of the grid " \
+         "(0.0001, 0.001, 0.01)." in warnings and len(warnings) == 2
+  # Only ordered (numeric) grid keys have edges: a switch or a tuple has none.
+  assert analysis.grid_values([{"lr": 0.3, "nesterov": True, "betas": [0.9, 0.99]},
+                               {"lr": 0.1, "nesterov": False, "betas": [0.9, 0.95]}]) == {
+                                   "lr": [0.1, 0.3]}
+  inside = {k: (0.5, 0.9, 0.6) for k in _COUPLED_VIT}
+  assert "Every pair's best grid point is inside its grid." in report.markdown(
+      _study_rows(inside), [])
+
+
+def _conclusion(text: str) -> str:
+  return text.split("## Conclusion\n\n")[1].split("\n")[0]
+
+
+def test_conclusion_is_computed_from_the_numbers():
+  found = _conclusion(report.markdown(_study_rows(_COUPLED_VIT), [], eval_examples=360))
+  assert found.startswith("The most optimizer-sensitive backbone is vit: each optimizer at its "
+                          "best lr, its top-1 goes from 70.00 ± 0.40 % (n=3) with sgd to "
+                          "90.00 ± 0.40 % (n=3) with adamw, a gap of 20.00 points ≈ 72 test "
+                          "images (beyond seed noise, Welch p < 0.001).")
+  assert "The least optimizer-sensitive backbone is cnn" in found
+  assert "a gap of 0.50 points ≈ 2 test images (within seed noise, Welch p = 0.2" in found
+  assert "So vit depends on the optimizer beyond seed noise (coupling bias), while for cnn" in found
+  assert "1 of 4 best grid points lie at an edge" in found and "for vit the worst" in found
+  # Other numbers, another conclusion: now the CNN needs SGD and the ViT is robust.
+  swapped = {("cnn", "sgd"): (0.90, 0.95, 0.93), ("cnn", "adamw"): (0.60, 0.75, 0.70),
+             ("vit", "sgd"): (0.80, 0.90, 0.85), ("vit", "adamw"): (0.80, 0.899, 0.85)}
+  found = _conclusion(report.markdown(_study_rows(swapped), []))
+  assert found.startswith("The most optimizer-sensitive backbone is cnn")
+  assert "So cnn depends on the optimizer beyond seed noise" in found and "for vit the" in found
+  # Every gap within noise: the report says so instead of ranking noise.
+  close = {k: (0.5, 0.9 + 0.002 * i, 0.6) for i, k in enumerate(_COUPLED_VIT)}
+  found = _conclusion(report.markdown(_study_rows(close), []))
+  assert "No backbone's gap exceeds seed noise over 3 seeds" in found
+  # One seed: nothing can be tested.
+  found = _conclusion(report.markdown(_study_rows(_COUPLED_VIT, seeds=(0,)), []))
+  assert "With one seed per cell no gap can be told apart from seed noise" in found
+  assert "(not testable with one seed)" in found
+
+
+def test_welch_p_value_and_seed_statistics():
+  a, b = analysis.stat([0.90, 0.91, 0.92]), analysis.stat([0.80, 0.81, 0.82])
+  assert (a.mean, a.std, a.n) == (pytest.approx(0.91), pytest.approx(0.01), 3)  # ddof=1
+  assert analysis.welch_p(a, b) == pytest.approx(2.552e-4, rel=1e-3)  # t = 12.25, df = 4
+  assert analysis.welch_p(a, analysis.stat([0.905, 0.915, 0.92])) > 0.5
+  assert math.isnan(analysis.welch_p(a, analysis.stat([0.8])))
+  assert math.isnan(analysis.stat([0.8]).std)
+
+
+def _diagnostics(rows):
+  names = {"cnn": ["conv1/kernel", "conv2/kernel", "head/kernel"],
+           "vit": ["patch_embed/proj/kernel", "blocks/0/attn/qkv/kernel", "head/kernel"]}
+  return [{"cell_id": r["cell_id"], "layer_index": i, "layer": name, "alpha": 2.0 + i,
+           "entropy": 0.9, "norm": 3.0}
+          for r in rows for i, name in enumerate(names[r["backbone"]])]
+
+
+def test_figures_have_axis_titles_legends_layer_names_and_the_alpha_band(tmp_path):
+  from jaxlab.study import plots  # pylint: disable=import-outside-toplevel
+  rows = _study_rows(_COUPLED_VIT)
+  fig = plots.heatmap(rows, tmp_path / "h.png")
+  ax, bar = fig.axes
+  assert ax.get_xlabel().startswith("optimizer") and ax.get_ylabel() == "backbone"
+  assert "(%)" in bar.get_ylabel() and "mean over seeds" in bar.get_ylabel()
+  assert "90.0\n±0.4" in [t.get_text() for t in ax.texts]  # vit / adamw, mean and std
+
+  fig = plots.boxplots(rows, tmp_path / "b.png")
+  panels = [a for a in fig.axes if a.get_title()]
+  assert [a.get_title() for a in panels] == ["cnn", "vit"]
+  assert all(a.get_xlabel() == "optimizer" for a in panels)
+  assert panels[0].get_ylabel() == "final top1 (%)"
+  legend = [t.get_text() for t in fig.legends[0].get_texts()]
+  assert {"mean", "lowest lr of the grid", "highest lr of the grid"} <= set(legend)
+  # 9 runs per box (3 lrs x 3 seeds): every run is drawn as a point over its box.
+  assert [len(c.get_offsets()) for c in panels[0].collections] == [9, 9]
+
+  fig = plots.layer_curves(rows, _diagnostics(rows), tmp_path / "l.png")
+  alpha_cnn, alpha_vit = fig.axes[0], fig.axes[1]
+  assert alpha_cnn.get_ylabel() == "power-law alpha"
+  bottom_vit = fig.axes[-1]
+  assert [t.get_text() for t in bottom_vit.get_xticklabels()] == [
+      "patch_embed/proj", "blocks/0/attn/qkv", "head"]
+  (band,) = [p for p in alpha_vit.patches if p.get_label() == plots.ALPHA_BAND_LABEL]
+  assert band.get_window_extent() is not None
+  ys = band.get_path().transformed(band.get_patch_transform()).vertices[:, 1]
+  assert (min(ys), max(ys)) == (2.0, 4.0)
+  legend = [t.get_text() for t in fig.legends[0].get_texts()]
+  assert legend == ["sgd", "adamw", plots.ALPHA_BAND_LABEL]
+  for name in ("h.png", "b.png", "l.png"):
+    assert (tmp_path / name).stat().st_size > 0
