@@ -238,7 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   setup = build(config, devices)
   batch_sharding, total_steps = setup.batch_sharding, setup.total_steps
   init_plan = None
-  if config.init_from.path:  # checked now, from metadata, before anything is written
+  if config.init_from.path:  # checked (a weights file: converted) before anything is written
     init_plan = stages.plan(setup.abstract_state, config.init_from, setup.run_models)
 
   with contextlib.ExitStack() as cleanup:  # closed in reverse order, also on errors and preemption
