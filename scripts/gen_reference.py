@@ -89,7 +89,8 @@ def _model_keywords(factory) -> str:
 def models_section() -> str:
   from jaxlab import models  # pylint: disable=import-outside-toplevel
   from jaxlab.models import registry  # pylint: disable=import-outside-toplevel
-  names = models.available()
+  # jaxlab's own: a process that imported other code (the test suite's toy models) has more.
+  names = [n for n in models.available() if registry.factory_of(n).__module__.startswith("jaxlab.")]
   families: dict[str, list[str]] = {}
   for name in names:
     families.setdefault(registry.factory_of(name).__module__, []).append(name)
@@ -160,10 +161,11 @@ def averaging_section() -> str:
 
 def tasks_section() -> str:
   from jaxlab import tasks  # pylint: disable=import-outside-toplevel
-  out = [f"## Tasks ({len(tasks.available())})", "",
+  names = [n for n in tasks.available() if tasks.task_class(n).__module__.startswith("jaxlab.")]
+  out = [f"## Tasks ({len(names)})", "",
          "`config.task.name`, and the task's own keys beside it (an unknown key stops the run in one "
          "line); `jaxlab.tasks.default_config(name)` gives them with their defaults.", ""]
-  for name in tasks.available():
+  for name in names:
     cls = tasks.task_class(name)
     rows = [(k, v) for k, v in _flat(tasks.default_config(name), "config.task.") if k != "config.task.name"]
     out += [f"### {name} (`{cls.__module__}.{cls.__name__}`)", "", _paragraph(cls.__doc__), "",
