@@ -59,8 +59,9 @@ def check_source(path: str | pathlib.Path, step: int | None = None) -> None:
 
 
 def resolve_checkpoint(path: str | pathlib.Path, step: int | None = None) -> pathlib.Path:
-  """The directory of one checkpoint step, from a workdir, a checkpoints/ dir or a step dir."""
-  path = pathlib.Path(path)
+  """The directory of one checkpoint step, from a workdir, a checkpoints/ dir or a step dir; an
+  absolute path (Orbax reads only those)."""
+  path = pathlib.Path(path).absolute()
   if (path / _ITEM).is_dir():
     return path
   root = path / "checkpoints" if (path / "checkpoints").is_dir() else path

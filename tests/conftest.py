@@ -29,23 +29,6 @@ chex.set_n_cpu_devices(8)
 jax.config.update("jax_platforms", "cpu")
 
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _fast_abstract_init():
-  """Skips an error message that jax builds eagerly and nobody reads: eval_shape gets much faster.
-
-  Under a trace, every `rngs.params()` updates the Rngs counter and flax's Variable.set_value reads
-  `.sharding` of the new (traced) value; on a tracer that raises AttributeError, whose message jax
-  computes by walking the whole jaxpr traced so far (`_origin_msg`), so building a model abstractly
-  is quadratic in its size (UniRepLKNet-T: 35 s instead of 2 s). Tests only; the message is never
-  shown. (jax 0.10.2, flax 0.12.8; private API, hence `raising=False`.)
-  """
-  from jax._src.interpreters import partial_eval  # pylint: disable=import-outside-toplevel
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(partial_eval.DynamicJaxprTracer, "_origin_msg", lambda self: "", raising=False)
-    yield
-
-
 @pytest.fixture(scope="session")
 def tfds_data_dir() -> pathlib.Path:
   """The session's TFDS dir with the embedded digits prepared, so the output of the runs that use

@@ -31,8 +31,9 @@ def run(tmp_path_factory):
 def test_export_writes_every_parameter(run, tmp_path, ema):
   workdir, state = run
   out = tmp_path / "model.safetensors"
-  args = [sys.executable, "-m", "jaxlab.export", f"--workdir={workdir}", f"--out={out}"] + (["--ema"] if ema else [])
-  result = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+  # A workdir relative to the current directory, as users type it (Orbax reads absolute paths only).
+  args = [sys.executable, "-m", "jaxlab.export", f"--workdir={workdir.name}", f"--out={out}"] + (["--ema"] if ema else [])
+  result = subprocess.run(args, cwd=workdir.parent, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr
   tensors = load_file(str(out))
   params = optim.averaged_params(state.opt_state) if ema else state.params

@@ -16,6 +16,7 @@ from flax import nnx
 from jax.typing import DTypeLike
 
 from jaxlab.convert import timm as timm_convert
+from jaxlab.models import tracing
 from jaxlab.names import Pattern, matching
 
 # factory(*, num_classes, rngs, dtype, param_dtype, **hparams): a Module class or a function.
@@ -116,8 +117,9 @@ def create(
   check_kwargs(name, kwargs)
   kwargs = _resolve_in_chans(kwargs)
   rngs = nnx.Rngs(0) if rngs is None else rngs
-  # Without this, flax refuses to create annotated parameters when no mesh context is active.
-  with nnx.use_eager_sharding(False):
+  # Without use_eager_sharding(False), flax refuses to create annotated parameters when no mesh
+  # context is active; quiet_tracer_errors keeps abstract building linear in the model's size.
+  with nnx.use_eager_sharding(False), tracing.quiet_tracer_errors():
     model = _REGISTRY[name](num_classes=num_classes, rngs=rngs, dtype=dtype,
                             param_dtype=param_dtype, **kwargs)
   if pretrained is not None:
