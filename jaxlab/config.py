@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import pathlib
 import re
 import sys
@@ -47,6 +48,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = config_dict.placeholder(int)  # default: batch_size
   c.grad_accum_steps = 1  # microbatches per optimizer update
   c.compute_dtype = "float32"  # params stay float32; activations in this dtype
+  # Compiled programs are kept here (jax's persistent compilation cache), so a resumed or repeated
+  # run does not compile them again. The environment variable JAXLAB_COMPILATION_CACHE overrides
+  # it: another directory, or "off". "" turns it off too.
+  c.compilation_cache_dir = "~/.cache/jaxlab/xla"
   # A non-finite loss or gradient drops that update; then "stop" (naming the step) or "skip" (go
   # on; logged as train/skipped). No checkpoint is ever written after an update that stops.
   c.nonfinite = "stop"
@@ -147,6 +152,18 @@ def prefer_command_line(config: ml_collections.ConfigDict, argv: list[str]) -> N
         parent, _, leaf = other.rpartition(".")
         node = _get(config, parent) if parent else config
         node[leaf] = () if isinstance(node[leaf], (tuple, list)) else None
+
+
+COMPILATION_CACHE_ENV = "JAXLAB_COMPILATION_CACHE"
+
+
+def compilation_cache_dir(config: ml_collections.ConfigDict) -> pathlib.Path | None:
+  """Where compiled programs are kept for this run: $JAXLAB_COMPILATION_CACHE, else the config's
+  `compilation_cache_dir`; None when either says "off" (or is empty)."""
+  value = os.environ.get(COMPILATION_CACHE_ENV, config.get("compilation_cache_dir", "") or "")
+  if value.strip().lower() in ("", "off", "0", "none", "false"):
+    return None
+  return pathlib.Path(value).expanduser()
 
 
 def check_override_keys(config: ml_collections.ConfigDict, argv: list[str]) -> None:

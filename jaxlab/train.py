@@ -42,6 +42,12 @@ def main(argv: list[str]) -> None:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config = _CONFIG.value
   config_lib.prefer_command_line(config, sys.argv[1:])  # --config.total_steps beats num_epochs
+  # Set before anything compiles (jax decides once whether a process uses the cache): a repeated or
+  # resumed run loads its programs instead of compiling them.
+  cache = config_lib.compilation_cache_dir(config)
+  if cache is not None:
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   try:
     config_lib.validate(config, jax.device_count(), jax.process_count())
   except config_lib.ConfigError as e:

@@ -21,6 +21,9 @@ os.environ["TFDS_DATA_DIR"] = _TFDS_DIR
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The CLI runs of the tests compile afresh (one test checks the persistent compilation cache with a
+# directory of its own): nothing is written to the user's ~/.cache.
+os.environ["JAXLAB_COMPILATION_CACHE"] = "off"
 
 import chex  # noqa: E402  pylint: disable=wrong-import-position
 import jax  # noqa: E402  pylint: disable=wrong-import-position

@@ -64,6 +64,24 @@ def test_an_input_too_small_for_the_model_is_one_line_before_compiling(tmp_path,
   assert not (tmp_path / "run").exists()
 
 
+def test_a_repeated_run_loads_its_programs_from_the_compilation_cache(tmp_path, data_dir):
+  cache = tmp_path / "cache"
+  args = ("--config.total_steps=2", "--config.eval_every_steps=2", "--config.checkpoint_every_steps=2")
+  code, _, err = run(QUICKSTART, tmp_path / "first", *args, data_dir=data_dir,
+                     JAXLAB_COMPILATION_CACHE=str(cache))
+  assert code == 0, err[-3000:]
+  written = sorted(p.name for p in cache.iterdir())
+  assert written  # initialisation, train step, evaluation
+  code, _, err = run(QUICKSTART, tmp_path / "again", *args, data_dir=data_dir,
+                     JAXLAB_COMPILATION_CACHE=str(cache))
+  assert code == 0, err[-3000:]
+  assert sorted(p.name for p in cache.iterdir()) == written  # every program was found there
+  # "off" wins over the config key.
+  code, _, err = run(QUICKSTART, tmp_path / "off", *args, f"--config.compilation_cache_dir={tmp_path / 'other'}",
+                     data_dir=data_dir, JAXLAB_COMPILATION_CACHE="off")
+  assert code == 0 and not (tmp_path / "other").exists(), err[-3000:]
+
+
 def _losses(workdir):
   return np.array([r["train/loss"] for r in read_jsonl(workdir / "metrics.jsonl") if "train/loss" in r])
 
