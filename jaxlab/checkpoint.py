@@ -27,6 +27,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import serialization
 
+from jaxlab.errors import first_line
 from jaxlab.state import TrainState
 
 _ITEM = "default"  # Orbax's item directory inside a step
@@ -230,10 +231,9 @@ class Checkpointer:
             return self.restore(step, abstract_state)
         except Exception as e:  # pylint: disable=broad-except  # any read failure
           error = e
-      reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
       kept = self._set_aside(step)
       report(f"checkpoint {self.directory / str(step)} is damaged ({type(error).__name__}: "
-             f"{reason[:200]}); moved to {kept}, falling back to the previous one")
+             f"{first_line(error)}); moved to {kept}, falling back to the previous one")
     if steps:
       raise CheckpointError(f"no readable checkpoint in {self.directory} (tried steps "
                             f"{', '.join(map(str, steps))}); move them away to start afresh")

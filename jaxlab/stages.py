@@ -34,6 +34,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from jaxlab.checkpoint import quiet_orbax
 from jaxlab.convert.state_dict import WEIGHTS_SUFFIXES, load_state_dict
+from jaxlab.errors import first_line
 from jaxlab.state import TrainState
 
 # Orbax stores the TrainState under this item name (CheckpointManager's default).
@@ -104,11 +105,6 @@ class InitPlan:
   arrays: dict[str, np.ndarray] | None = None  # a weights file's converted values, by source path
 
 
-def _first_line(error: Exception) -> str:
-  text = str(error).strip()
-  return text.splitlines()[0][:200] if text else type(error).__name__
-
-
 def plan(abstract_state: TrainState, config: ml_collections.ConfigDict,
          run_models: tuple = ()) -> InitPlan:
   """Checks that the selected keys fit this model; raises InitFromError. A checkpoint is checked
@@ -146,7 +142,7 @@ def _metadata(directory: pathlib.Path):
       item = ocp.PyTreeCheckpointer().metadata(directory / _ITEM).item_metadata
   except Exception as e:  # pylint: disable=broad-except  # any unreadable metadata, one line
     raise InitFromError(f"init_from {directory} is damaged and cannot be read "
-                        f"({type(e).__name__}: {_first_line(e)})") from None
+                        f"({type(e).__name__}: {first_line(e)})") from None
   if item is None:
     raise InitFromError(f"init_from {directory} is damaged and cannot be read (no array metadata)")
   return item.tree
@@ -162,7 +158,7 @@ def _weights(path: pathlib.Path, run_models: tuple) -> dict[str, np.ndarray]:
   try:
     state_dict = load_state_dict(path)
   except Exception as e:  # pylint: disable=broad-except  # damaged or unreadable file: one line
-    raise InitFromError(f"init_from {path} cannot be read ({type(e).__name__}: {_first_line(e)})") from None
+    raise InitFromError(f"init_from {path} cannot be read ({type(e).__name__}: {first_line(e)})") from None
   try:
     values = timm_convert.timm_values(module, state_dict, name=where.name, source=str(path))
   except ValueError as e:
@@ -189,7 +185,7 @@ def load(state: TrainState, abstract_state: TrainState, init: InitPlan) -> Train
             partial_restore=True))
     except Exception as e:  # pylint: disable=broad-except  # damaged source: one line
       raise InitFromError(f"init_from {init.directory} is damaged and cannot be read "
-                          f"({type(e).__name__}: {_first_line(e)})") from None
+                          f"({type(e).__name__}: {first_line(e)})") from None
     loaded = {init.mapping[k]: leaf for k, (_, leaf) in _flat(restored).items()}
   merged = {key: loaded.get(path, leaf)
             for path, (key, leaf) in _flat(serialization.to_state_dict(state), True).items()}

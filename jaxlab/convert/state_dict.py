@@ -14,6 +14,8 @@ import pathlib
 
 import numpy as np
 
+from jaxlab.errors import first_line
+
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 NUMPY_SUFFIXES = (".npz",)
@@ -53,8 +55,8 @@ def _load_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as arrays:
       return {k: arrays[k] for k in arrays.files}
   except Exception as e:  # pylint: disable=broad-except  # truncated, not a zip, pickled objects
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-    raise ValueError(f"cannot read {path} as .npz arrays ({type(e).__name__}: {reason})") from None
+    raise ValueError(f"cannot read {path} as .npz arrays "
+                     f"({type(e).__name__}: {first_line(e, 160)})") from None
 
 
 def _load_torch(path: pathlib.Path) -> dict[str, np.ndarray]:

@@ -45,6 +45,7 @@ import tensorflow_datasets as tfds
 from jaxlab.data import digits
 from jaxlab.data import preprocess
 from jaxlab.data.config import check_dataset_config
+from jaxlab.errors import first_line
 from jaxlab.names import Pattern
 from jaxlab.names import matching
 
@@ -273,8 +274,8 @@ class _Source:
         if not self._builder.is_prepared():
           raise
       except Exception as e:  # pylint: disable=broad-except  # offline, no access: one line
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise DataError(f"{where} and downloading it failed ({type(e).__name__}: {reason}); "
+        raise DataError(f"{where} and downloading it failed "
+                        f"({type(e).__name__}: {first_line(e, 160)}); "
                         f"{how}") from None
     features = self._builder.info.features
     self._image_key, self._label_key = self._builder.info.supervised_keys or ('image', 'label')
