@@ -182,21 +182,20 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Setup:
       averaged_model_state=jax.tree.map(lambda _: replicated, abstract_state.averaged_model_state))
   abstract_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                                 abstract_state, state_sharding)
-  graph = ModelGraph.of(abstract_model)
-  check_input_size(task, graph, abstract_state, info.image_shape, config.model.name)
   return Setup(mesh, sharding.batch_sharding(mesh), info, total_steps, task, optimizer,
-               graph, init_state, abstract_state, state_sharding, run_models)
+               ModelGraph.of(abstract_model), init_state, abstract_state, state_sharding, run_models)
 
 
-def check_input_size(task: tasks.Task, graph: ModelGraph, abstract_state: TrainState,
-                     image_shape: tuple[int, ...], model_name: str) -> None:
-  """One line, before anything compiles, when the images are too small for the model."""
+def check_input_size(setup: Setup, model_name: str) -> None:
+  """One line, before anything compiles, when the images are too small for the model (checked
+  before training; a restored run had images that fit)."""
   def forward(params, model_state, images):
     batch = {"image": images, "label": jnp.zeros((1,), jnp.int32), "mask": jnp.ones((1,), jnp.float32)}
-    return task.evaluate(graph.merge(params, model_state, train=False), batch)
+    return setup.task.evaluate(setup.graph.merge(params, model_state, train=False), batch)
 
-  side = input_size.smallest_square(forward, (abstract_state.params, abstract_state.model_state),
-                                    tuple(image_shape))
+  image_shape = tuple(setup.info.image_shape)
+  side = input_size.smallest_square(
+      forward, (setup.abstract_state.params, setup.abstract_state.model_state), image_shape)
   if side is not None:
     raise config_lib.ConfigError(
         f"config.dataset.image_size: model '{model_name}' reduces {image_shape[0]}x{image_shape[1]} "
@@ -236,6 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   """
   workdir = pathlib.Path(workdir)
   setup = build(config, devices)
+  check_input_size(setup, config.model.name)
   batch_sharding, total_steps = setup.batch_sharding, setup.total_steps
   init_plan = None
   if config.init_from.path:  # checked (a weights file: converted) before anything is written
