@@ -145,7 +145,7 @@ def _is_set(value) -> bool:
 def prefer_command_line(config: ml_collections.ConfigDict, argv: list[str]) -> None:
   """`--config.total_steps=100` on a config file that trains for `num_epochs` means 100 steps:
   clears the other form of each pair in STEPS_OR_EPOCHS that only the config file set."""
-  overridden = {m.group(1) for m in (re.match(r"--config\.([^=]+)=", a) for a in argv) if m}
+  overridden = set(override_keys(argv))
   for pair in STEPS_OR_EPOCHS:
     for given, other in (pair, pair[::-1]):
       if given in overridden and other not in overridden and _is_set(_get(config, other)):
@@ -166,18 +166,20 @@ def compilation_cache_dir(config: ml_collections.ConfigDict) -> pathlib.Path | N
   return pathlib.Path(value).expanduser()
 
 
+def override_keys(argv: list[str]) -> list[str]:
+  """The keys of the `--config.a.b=v` (or `--config.a.b v`) overrides in `argv`: 'a.b', ..."""
+  return [m.group(1) for m in (re.match(r"--config\.([^=]+)", a) for a in argv) if m]
+
+
 def check_override_keys(config: ml_collections.ConfigDict, argv: list[str]) -> None:
   """Each `--config.a.b=v` must name an existing key; config_flags would print a traceback."""
-  for arg in argv:
-    match = re.match(r"--config\.([^=]+)", arg)
-    if not match:
-      continue
+  for key in override_keys(argv):
     node, walked = config, []
-    for part in match.group(1).split("."):
+    for part in key.split("."):
       if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
         where = f"under '{'.'.join(walked)}'" if walked else "at the top level"
         valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(none: a leaf value)"
-        raise ConfigError(f"unknown config key '{match.group(1)}'; valid keys {where}: {valid}")
+        raise ConfigError(f"unknown config key '{key}'; valid keys {where}: {valid}")
       node = node[part]
       walked.append(part)
 

@@ -111,9 +111,9 @@ def plan(abstract_state: TrainState, config: ml_collections.ConfigDict,
   from its metadata only; a weights file is read and converted into the first of `run_models`
   ((tasks.RunModel, its abstract module) pairs: where the run's `config.model` sits)."""
   if is_weights_file(config.path):
-    check_source(config.path)
-    source = _weights(pathlib.Path(config.path), run_models)
-    directory, arrays = pathlib.Path(config.path), source
+    check_source(config.path)  # its suffix
+    directory = pathlib.Path(config.path)
+    source = arrays = _weights(directory, run_models)
   else:
     directory, arrays = resolve_checkpoint(config.path, config.get("step", None)), None
     source = {k: leaf for k, (_, leaf) in _flat(_metadata(directory)).items()}
